@@ -1,0 +1,262 @@
+"""Evaluation: accuracy averaged over k samples (avg@k) and the unbiased pass@k estimator.
+
+For each of P problems draw k completions, score them with a reward callable, count the correct
+ones c_i (reward >= `correct_threshold`) and report
+
+    eval/avg@k   = (1/P) Σ_i c_i / k                      (the paper's "average accuracy")
+    eval/pass@j  = (1/P) Σ_i pass_at_k(k, c_i, j)  for j = 1..k   (Chen et al. 2021)
+
+pass@1 equals avg@k exactly. `ticgrpo eval` runs this on a local model and data file and writes
+`eval_results.json` (metrics, per-problem counts and completions, the arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
+
+    Computed as the product 1 - Π_{i=n-c+1}^{n} (1 - k/i), which never forms the (huge)
+    binomials; exactly 1 when fewer than k samples are wrong.
+    """
+    for name, v in (("n", n), ("c", c), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"pass_at_k: {name} must be an int, got {v!r}")
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def summarize(correct: Sequence[int], k: int) -> dict[str, float]:
+    """Metrics from per-problem correct counts c_i (each out of k): avg@k, its standard error
+    over problems, and pass@j for j = 1..k."""
+    if not correct:
+        raise ValueError("no problems to summarise")
+    p = len(correct)
+    acc = [c / k for c in correct]
+    mean = sum(acc) / p
+    var = sum((a - mean) ** 2 for a in acc) / (p - 1) if p > 1 else 0.0
+    out = {f"eval/avg@{k}": mean, f"eval/avg@{k}_se": math.sqrt(var / p)}
+    for j in range(1, k + 1):
+        out[f"eval/pass@{j}"] = sum(pass_at_k(k, c, j) for c in correct) / p
+    return out
+
+
+def _default_generate(*args, **kwargs):
+    from llm.rollout import generate
+
+    return generate(*args, **kwargs)
+
+
+def _default_render(example, tokenizer, *, chat_template: bool = True) -> str:
+    from llm.data import render_prompt
+
+    return render_prompt(example, tokenizer, chat_template=chat_template)
+
+
+def _resolve_reward(reward: str | Callable) -> Callable[[list[str], list[str]], list[float]]:
+    if callable(reward):
+        return reward
+    from llm.rewards import get_reward
+
+    return get_reward(reward)
+
+
+def evaluate(
+    model,
+    tokenizer,
+    examples: Sequence,
+    *,
+    k: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    reward: str | Callable[[list[str], list[str]], list[float]] = "math",
+    seed: int | None = 0,
+    batch_size: int | None = None,
+    chat_template: bool = True,
+    correct_threshold: float = 0.5,
+    generate_fn: Callable | None = None,
+    render_fn: Callable | None = None,
+) -> dict[str, Any]:
+    """Sample k completions per example and score them.
+
+    Returns a flat dict: `eval/avg@k`, `eval/avg@k_se`, `eval/pass@1..k`, `eval/mean_reward`,
+    `eval/mean_length` (completion tokens), `eval/truncated_frac`, `eval/num_problems`,
+    `eval/generate_s` (all floats, ready for `RunLogger.log`) and `problems`: one dict per
+    example (row, source, answer, num_correct, rewards, lengths, truncated, completions), which
+    a logger should not receive. `generate_fn` / `render_fn` default to `llm.rollout.generate`
+    and `llm.data.render_prompt` (injectable for tests).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not examples:
+        raise ValueError("evaluate: no examples")
+    generate_fn = generate_fn or _default_generate
+    render_fn = render_fn or _default_render
+    reward_fn = _resolve_reward(reward)
+
+    prompts = [render_fn(ex, tokenizer, chat_template=chat_template) for ex in examples]
+    t0 = time.perf_counter()
+    gen = generate_fn(
+        model,
+        tokenizer,
+        prompts,
+        num_samples=k,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    gen_s = time.perf_counter() - t0
+    n = len(examples) * k
+    if len(gen.texts) != n or len(gen.completion_ids) != n:
+        raise ValueError(f"generate returned {len(gen.texts)} completions, expected {n}")
+    answers = [str(ex.answer) for ex in examples for _ in range(k)]  # [N], samples contiguous
+    rewards = [float(r) for r in reward_fn(list(gen.texts), answers)]
+    if len(rewards) != n:
+        raise ValueError(f"reward returned {len(rewards)} values for {n} completions")
+    bad = sum(not math.isfinite(r) for r in rewards)
+    rewards = [r if math.isfinite(r) else 0.0 for r in rewards]  # a broken score counts as wrong
+    lengths = [len(ids) for ids in gen.completion_ids]
+
+    problems = []
+    for i, ex in enumerate(examples):
+        sl = slice(i * k, (i + 1) * k)
+        problems.append(
+            {
+                "row": getattr(ex, "row", i),
+                "source": str(getattr(ex, "source", "")),
+                "answer": str(ex.answer),
+                "num_correct": sum(r >= correct_threshold for r in rewards[sl]),
+                "rewards": rewards[sl],
+                "lengths": lengths[sl],
+                "truncated": [bool(t) for t in gen.truncated[sl]],
+                "completions": list(gen.texts[sl]),
+            }
+        )
+    metrics: dict[str, Any] = summarize([p["num_correct"] for p in problems], k)
+    metrics.update(
+        {
+            "eval/mean_reward": sum(rewards) / n,
+            "eval/mean_length": sum(lengths) / n,
+            "eval/truncated_frac": sum(map(bool, gen.truncated)) / n,
+            "eval/num_problems": len(examples),
+            "eval/nonfinite_rewards": bad,
+            "eval/generate_s": gen_s,
+        }
+    )
+    metrics["problems"] = problems
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# ticgrpo eval
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ticgrpo eval",
+        description="Accuracy averaged over k samples (avg@k) and unbiased pass@k of a local "
+        "causal LM on a problem file (AIME-style jsonl/parquet).",
+    )
+    p.add_argument("--model", required=True, help="local model folder (from_pretrained)")
+    p.add_argument("--data", required=True, help="problems: .jsonl, .json or .parquet")
+    p.add_argument("--checkpoint", help="run or checkpoint folder whose weights replace --model's")
+    p.add_argument("--k", type=int, default=8, help="samples per problem (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--reward", default="math", help="registered reward name (default math)")
+    p.add_argument("--schema", default="auto", help="data schema: auto, plain, dapo")
+    p.add_argument("--limit", type=int, help="evaluate only the first N problems")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, help="sequences per generate call (default all)")
+    p.add_argument("--no-chat-template", action="store_true", help="plain User:/Assistant: prompt")
+    p.add_argument("--out", help="folder for eval_results.json (default: print only)")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    if not (Path(args.model) / "config.json").is_file():
+        return f"--model {args.model}: not a model folder (no config.json)"
+    if not Path(args.data).is_file():
+        return f"--data {args.data}: no such file"
+    if args.k < 1 or args.max_new_tokens < 1:
+        return f"--k and --max-new-tokens must be >= 1 (got {args.k}, {args.max_new_tokens})"
+    if not args.temperature > 0 or not 0 < args.top_p <= 1:
+        return f"need --temperature > 0 and 0 < --top-p <= 1 (got {args.temperature}, {args.top_p})"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if msg := _check_args(args):
+        print(f"ticgrpo eval: {msg}", file=sys.stderr)
+        return 2
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm.data import load_examples
+
+    try:
+        reward_fn = _resolve_reward(args.reward)
+        loaded = load_examples(args.data, schema=args.schema, limit=args.limit)
+    except (KeyError, ValueError, OSError) as e:  # unknown reward, DataError (a ValueError)
+        print(f"ticgrpo eval: {e}", file=sys.stderr)
+        return 2
+    cuda = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=torch.bfloat16 if cuda else torch.float32
+    ).to("cuda" if cuda else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if args.checkpoint:
+        from llm.checkpoint import load_checkpoint
+
+        load_checkpoint(args.checkpoint, model=model, optimizer=None, restore_rng=False)
+    result = evaluate(
+        model,
+        tokenizer,
+        loaded.examples,
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        reward=reward_fn,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        chat_template=not args.no_chat_template,
+    )
+    problems = result.pop("problems")
+    for key, value in result.items():
+        print(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        payload = {"metrics": result, "args": vars(args), "skipped_rows": loaded.skipped}
+        payload["problems"] = problems
+        tmp = out / "eval_results.json.tmp"
+        tmp.write_text(json.dumps(payload, indent=1))
+        os.replace(tmp, out / "eval_results.json")
+        print(f"wrote {out / 'eval_results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

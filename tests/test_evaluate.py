@@ -1,0 +1,243 @@
+"""Evaluation: pass@k against brute-force enumeration, evaluate()'s arithmetic with a stub
+generator, and `ticgrpo eval` end to end on the tiny model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llm.evaluate import evaluate, main, pass_at_k, summarize
+
+# --------------------------------------------------------------------------------------------
+# pass@k
+
+
+@pytest.mark.parametrize(
+    "n,c,k,expected",
+    [
+        (1, 0, 1, 0.0),
+        (1, 1, 1, 1.0),
+        (2, 1, 1, 0.5),
+        (2, 1, 2, 1.0),
+        (4, 1, 2, 0.5),  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+        (10, 3, 2, 24 / 45),  # 1 - C(7,2)/C(10,2) = 1 - 21/45
+        (5, 0, 3, 0.0),
+        (5, 5, 1, 1.0),
+        (8, 2, 1, 0.25),
+    ],
+)
+def test_pass_at_k_hand_values(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-15)
+
+
+def test_pass_at_k_equals_subset_enumeration():
+    """pass@k = fraction of the C(n,k) size-k subsets of the n samples holding a correct one."""
+    for n in range(1, 8):
+        for c in range(n + 1):
+            samples = [True] * c + [False] * (n - c)
+            for k in range(1, n + 1):
+                subsets = list(itertools.combinations(samples, k))
+                exact = Fraction(sum(any(s) for s in subsets), len(subsets))
+                assert pass_at_k(n, c, k) == pytest.approx(float(exact), abs=1e-14), (n, c, k)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 400).flatmap(
+        lambda n: st.tuples(st.just(n), st.integers(0, n), st.integers(1, n))
+    )
+)
+def test_pass_at_k_matches_exact_binomials_and_is_monotone(nck):
+    n, c, k = nck
+    exact = 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+    got = pass_at_k(n, c, k)
+    assert 0.0 <= got <= 1.0
+    assert got == pytest.approx(float(exact), rel=1e-9, abs=1e-12)
+    if k < n:
+        assert pass_at_k(n, c, k + 1) >= got
+    if c < n:
+        assert pass_at_k(n, c + 1, k) >= got
+
+
+@pytest.mark.parametrize("args", [(3, 4, 1), (3, -1, 1), (3, 1, 0), (3, 1, 4), (3, 1.0, 1)])
+def test_pass_at_k_rejects_bad_input(args):
+    with pytest.raises((ValueError, TypeError), match="pass_at_k"):
+        pass_at_k(*args)
+
+
+def test_summarize_hand_values():
+    m = summarize([0, 2, 4], k=4)  # accuracies 0, .5, 1
+    assert m["eval/avg@4"] == pytest.approx(0.5)
+    assert m["eval/avg@4_se"] == pytest.approx(0.5 / math.sqrt(3))
+    assert m["eval/pass@1"] == pytest.approx(m["eval/avg@4"])
+    # c=2 of 4: pass@2 = 1 - C(2,2)/C(4,2) = 5/6; pass@3 = 1; c=4: 1; c=0: 0
+    assert m["eval/pass@2"] == pytest.approx((0 + 5 / 6 + 1) / 3)
+    assert m["eval/pass@3"] == pytest.approx(2 / 3) and m["eval/pass@4"] == pytest.approx(2 / 3)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate() with a stub generator: the arithmetic alone
+
+
+@dataclass(frozen=True)
+class Ex:
+    answer: str
+    row: int
+    source: str = "mem.jsonl"
+
+
+def stub_generate(model, tokenizer, prompts, *, num_samples, max_new_tokens, **kw):
+    """Problem i's sample j answers str(j) with j+1 tokens; samples of a prompt contiguous."""
+    assert kw["seed"] == 3 and kw["temperature"] == 0.7
+    texts, ids, trunc = [], [], []
+    for p in prompts:
+        for j in range(num_samples):
+            texts.append(f"{p} -> {j}")
+            ids.append(list(range(min(j + 1, max_new_tokens))))
+            trunc.append(j + 1 > max_new_tokens)
+    return SimpleNamespace(texts=texts, completion_ids=ids, truncated=trunc, prompt_ids=[])
+
+
+def last_token_reward(completions, answers):
+    return [float(c.split()[-1] == a) for c, a in zip(completions, answers)]
+
+
+def test_evaluate_arithmetic_with_stub_generator():
+    # answers "0" and "1" are each hit once in k=4 samples; "9" never
+    examples = [Ex("0", 0), Ex("1", 1), Ex("9", 2)]
+    out = evaluate(
+        None,
+        None,
+        examples,
+        k=4,
+        max_new_tokens=3,
+        temperature=0.7,
+        reward=last_token_reward,
+        seed=3,
+        generate_fn=stub_generate,
+        render_fn=lambda ex, tok, chat_template: f"q{ex.row}",
+    )
+    assert out["eval/avg@4"] == pytest.approx(2 / 12)
+    assert out["eval/pass@1"] == pytest.approx(2 / 12)
+    assert out["eval/pass@2"] == pytest.approx(2 * 0.5 / 3)  # c=1 of 4: pass@2 = 1/2
+    assert out["eval/pass@4"] == pytest.approx(2 / 3)
+    assert out["eval/mean_length"] == pytest.approx((1 + 2 + 3 + 3) / 4)
+    assert out["eval/truncated_frac"] == pytest.approx(0.25)
+    assert out["eval/mean_reward"] == pytest.approx(2 / 12)
+    assert out["eval/num_problems"] == 3
+    probs = out["problems"]
+    assert [p["num_correct"] for p in probs] == [1, 1, 0]
+    assert probs[1]["rewards"] == [0.0, 1.0, 0.0, 0.0]
+    assert probs[2]["completions"][0] == "q2 -> 0" and probs[0]["source"] == "mem.jsonl"
+    json.dumps(out)  # results are plain JSON
+
+
+def test_evaluate_counts_nonfinite_rewards_as_wrong_and_checks_lengths():
+    kw = dict(
+        k=2,
+        max_new_tokens=5,
+        temperature=0.7,
+        seed=3,
+        generate_fn=stub_generate,
+        render_fn=lambda ex, tok, chat_template: "q",
+    )
+    out = evaluate(None, None, [Ex("0", 0)], reward=lambda c, a: [float("nan"), 1.0], **kw)
+    assert out["eval/nonfinite_rewards"] == 1 and out["eval/avg@2"] == 0.5
+    with pytest.raises(ValueError, match="reward returned 1"):
+        evaluate(None, None, [Ex("0", 0)], reward=lambda c, a: [1.0], **kw)
+    with pytest.raises(ValueError, match="no examples"):
+        evaluate(None, None, [], reward=last_token_reward, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# end to end: the tiny model, the real generate / data / reward modules, `ticgrpo eval`
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from llm.tiny import build_tiny, write_tiny_task
+
+    root = tmp_path_factory.mktemp("tiny")
+    from llm.rewards import available_rewards, register_reward
+
+    if "test_has_digit" not in available_rewards():
+        register_reward("test_has_digit")(has_digit)
+    build_tiny(root / "model", seed=0)
+    build_tiny(root / "model_seed1", seed=1)
+    write_tiny_task(root / "task.jsonl", 6, seed=0)
+    return root
+
+
+def has_digit(completions, answers):
+    """A reward a random tiny model earns about half the time, so the counts are not all 0."""
+    return [float(any(ch.isdigit() for ch in c)) for c in completions]
+
+
+def run_eval(tiny, out, *extra):
+    argv = ["--model", str(tiny / "model"), "--data", str(tiny / "task.jsonl"), "--k", "4"]
+    argv += [
+        "--max-new-tokens",
+        "3",
+        "--reward",
+        "test_has_digit",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert main(argv + list(extra)) == 0
+    return json.loads((out / "eval_results.json").read_text())
+
+
+def test_eval_cli_end_to_end(tiny, tmp_path):
+    res = run_eval(tiny, tmp_path / "a")
+    m, probs = res["metrics"], res["problems"]
+    assert 0 < m["eval/avg@4"] < m["eval/pass@2"] < m["eval/pass@3"]  # mixed: the checks bite
+    assert len(probs) == 6 and m["eval/num_problems"] == 6
+    for p in probs:  # counts agree with an independent re-scoring of the saved completions
+        assert len(p["completions"]) == 4 and all(1 <= n <= 3 for n in p["lengths"])
+        assert p["rewards"] == has_digit(p["completions"], None)
+        assert p["num_correct"] == sum(r >= 0.5 for r in p["rewards"])
+    assert m["eval/avg@4"] == pytest.approx(sum(p["num_correct"] for p in probs) / 24)
+    assert m["eval/pass@1"] == pytest.approx(m["eval/avg@4"])
+    pass4 = sum(p["num_correct"] > 0 for p in probs) / 6
+    assert m["eval/pass@4"] == pytest.approx(pass4)
+    assert run_eval(tiny, tmp_path / "b")["problems"] == probs  # the seed fixes the samples
+
+
+def test_eval_checkpoint_weights_replace_model(tiny, tmp_path):
+    """--model seed0 --checkpoint (weights of seed1) evaluates exactly like --model seed1."""
+    from transformers import AutoModelForCausalLM
+
+    from llm.checkpoint import save_checkpoint
+
+    seed1 = AutoModelForCausalLM.from_pretrained(tiny / "model_seed1")
+    save_checkpoint(tmp_path / "run", 5, model=seed1, optimizer=None, trainer_state={})
+    via_ckpt = run_eval(tiny, tmp_path / "a", "--checkpoint", str(tmp_path / "run"))
+    argv = ["--model", str(tiny / "model_seed1"), "--data", str(tiny / "task.jsonl"), "--k", "4"]
+    argv += ["--max-new-tokens", "3", "--reward", "test_has_digit", "--seed", "1"]
+    argv += ["--out", str(tmp_path / "b")]
+    assert main(argv) == 0
+    direct = json.loads((tmp_path / "b" / "eval_results.json").read_text())
+    assert via_ckpt["problems"] == direct["problems"]
+    assert via_ckpt["problems"] != run_eval(tiny, tmp_path / "c")["problems"]
+
+
+def test_eval_cli_rejects_bad_arguments(tiny, tmp_path, capsys):
+    base = ["--data", str(tiny / "task.jsonl")]
+    assert main(["--model", str(tmp_path)] + base) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert main(["--model", str(tiny / "model"), "--data", str(tmp_path / "x.jsonl")]) == 2
+    assert "x.jsonl: no such file" in capsys.readouterr().err
+    assert main(["--model", str(tiny / "model"), "--k", "0"] + base) == 2
+    assert "--k" in capsys.readouterr().err
+    assert main(["--model", str(tiny / "model"), "--reward", "no_such_reward"] + base) == 2
+    assert "no_such_reward" in capsys.readouterr().err
