@@ -1,0 +1,251 @@
+"""One rollout as training data: collect (generate → score → shape → filter), collate, score.
+
+``collect`` samples G completions for each of P prompts, scores them with the reward, applies
+DAPO's soft overlong shaping and, when asked, DAPO's dynamic sampling (groups whose rewards are
+all equal carry no signal under group-relative advantages: drop them and refill from fresh
+prompts). ``collate`` turns any subset of rows into model inputs; ``sequence_logprobs`` runs the
+training forward pass without gradients (old / reference log-probs, entropy).
+
+Shapes: ``N`` sequences, ``T`` the longest completion of the rollout; a subset's tensors use its
+own longest prompt and completion, so their widths vary (the loss normalisers are explicit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from llm.logprobs import token_logprobs
+from llm.rollout import Generation, generate
+
+
+@dataclass
+class Experience:
+    """The rollout a policy update trains on; rows ``g·G … g·G+G-1`` share prompt ``g``."""
+
+    prompts: list[str]  # [P] rendered prompts
+    answers: list[str]  # [N]
+    gen: Generation  # N sequences
+    rewards: torch.Tensor  # [N] after overlong shaping
+    raw_rewards: torch.Tensor  # [N] the reward function's values
+    group_size: int
+    advantages: torch.Tensor | None = None  # [N]
+    old_logp: torch.Tensor | None = None  # [N, T]
+    ref_logp: torch.Tensor | None = None  # [N, T]
+    weights: torch.Tensor | None = None  # [N] 0 drops a row from the loss (mask_truncated)
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def loss_weights(self) -> torch.Tensor:
+        """[N] 1.0 for rows in the loss, 0.0 for rows left out."""
+        return self.weights if self.weights is not None else torch.ones(len(self))
+
+    def __len__(self) -> int:
+        return len(self.gen)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """[N] completion lengths (tokens, EOS included)."""
+        return torch.tensor([len(c) for c in self.gen.completion_ids], dtype=torch.long)
+
+
+@dataclass
+class Batch:
+    """Model inputs for a subset of rows: prompts left-padded, completions right-padded."""
+
+    input_ids: torch.Tensor  # [m, S]
+    attention_mask: torch.Tensor  # [m, S]
+    mask: torch.Tensor  # [m, T] bool, True on completion tokens
+    rows: torch.Tensor  # [m] indices into the rollout
+
+
+def overlong_penalty(
+    lengths: torch.Tensor, max_len: int, buffer: int, scale: float
+) -> torch.Tensor:
+    """DAPO soft overlong punishment ``[N]`` (≤ 0), added to the reward.
+
+    ``0`` for ``L ≤ max_len − buffer``; ``scale·(max_len − buffer − L)/buffer`` inside the buffer
+    (reaching ``−scale`` at ``L = max_len``); ``−scale`` beyond. ``buffer = 0`` disables it.
+    """
+    if buffer <= 0:
+        return torch.zeros(lengths.shape, dtype=torch.float32)
+    excess = (lengths.float() - (max_len - buffer)).clamp(min=0.0)
+    return -scale * (excess / buffer).clamp(max=1.0)
+
+
+def _score(gen: Generation, answers: list[str], reward: Callable) -> torch.Tensor:
+    values = reward(list(gen.texts), answers)
+    return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+
+def _take(gen: Generation, rows: Sequence[int]) -> Generation:
+    return Generation(
+        prompt_ids=[gen.prompt_ids[i] for i in rows],
+        completion_ids=[gen.completion_ids[i] for i in rows],
+        texts=[gen.texts[i] for i in rows],
+        truncated=[gen.truncated[i] for i in rows],
+    )
+
+
+def _concat(parts: list[Generation]) -> Generation:
+    return Generation(
+        prompt_ids=[x for g in parts for x in g.prompt_ids],
+        completion_ids=[x for g in parts for x in g.completion_ids],
+        texts=[x for g in parts for x in g.texts],
+        truncated=[x for g in parts for x in g.truncated],
+    )
+
+
+def collect(
+    model,
+    tokenizer,
+    next_prompts: Callable[[int], list[tuple[str, str]]],
+    reward: Callable,
+    *,
+    num_prompts: int,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    batch_size: int | None,
+    overlong_buffer: int = 0,
+    overlong_scale: float = 1.0,
+    dynamic_sampling: bool = False,
+    max_rounds: int = 0,
+) -> Experience:
+    """Generate, score and (optionally) filter one rollout of ``num_prompts`` groups.
+
+    ``next_prompts(k)`` returns the next ``k`` (rendered prompt, answer) pairs of the data
+    stream. ``stats`` records the FIRST round's reward statistics (the policy's performance on
+    fresh prompts, unaffected by filtering) and the filtering counts.
+    """
+    kept: list[tuple[Generation, torch.Tensor, torch.Tensor, list[str], list[str]]] = []
+    spare: list = []  # zero-signal groups, used only if refilling runs out of rounds
+    stats: dict[str, float] = {}
+    need, rounds = num_prompts, 0
+    while need > 0:
+        pairs = next_prompts(need if rounds == 0 else num_prompts)
+        prompts = [p for p, _ in pairs]
+        answers = [a for _, a in pairs for _ in range(group_size)]
+        gen = generate(
+            model,
+            tokenizer,
+            prompts,
+            num_samples=group_size,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed * 1000 + rounds,
+            batch_size=batch_size,
+        )
+        raw = _score(gen, answers, reward)  # [n]
+        lengths = torch.tensor([len(c) for c in gen.completion_ids])
+        shaped = raw + overlong_penalty(lengths, max_new_tokens, overlong_buffer, overlong_scale)
+        groups = shaped.view(-1, group_size)  # [p, G]
+        flat = (groups == groups[:, :1]).all(dim=1)  # [p] all rewards equal
+        if rounds == 0:
+            stats.update(_reward_stats(raw, shaped, flat, gen, max_new_tokens))
+        for g in range(len(prompts)):
+            rows = list(range(g * group_size, (g + 1) * group_size))
+            item = (
+                _take(gen, rows),
+                raw[rows],
+                shaped[rows],
+                [prompts[g]],
+                answers[g * group_size : (g + 1) * group_size],
+            )
+            (spare if dynamic_sampling and flat[g] else kept).append(item)
+        rounds += 1
+        need = num_prompts - len(kept)
+        if not dynamic_sampling or rounds > max_rounds:
+            break
+    used_spare = 0
+    if len(kept) < num_prompts:  # out of rounds: fill with zero-signal groups to keep shapes
+        fill = spare[: num_prompts - len(kept)]
+        used_spare, kept = len(fill), kept + fill
+    kept = kept[:num_prompts]
+    if dynamic_sampling:
+        stats["dynamic_sampling/rounds"] = float(rounds)
+        stats["dynamic_sampling/zero_signal_groups"] = float(used_spare)
+    return Experience(
+        prompts=[p for k in kept for p in k[3]],
+        answers=[a for k in kept for a in k[4]],
+        gen=_concat([k[0] for k in kept]),
+        rewards=torch.cat([k[2] for k in kept]),
+        raw_rewards=torch.cat([k[1] for k in kept]),
+        group_size=group_size,
+        stats=stats,
+    )
+
+
+def _reward_stats(raw, shaped, flat, gen: Generation, max_new_tokens: int) -> dict[str, float]:
+    lengths = torch.tensor([len(c) for c in gen.completion_ids], dtype=torch.float32)
+    out = {
+        "reward/mean": float(raw.mean()),
+        "reward/std": float(raw.std(unbiased=False)),
+        "frac_reward_zero_std": float(flat.float().mean()),
+        "completions/mean_length": float(lengths.mean()),
+        "completions/min_length": float(lengths.min()),
+        "completions/max_length": float(lengths.max()),
+        "completions/clipped_ratio": sum(gen.truncated) / len(gen),
+    }
+    if not torch.equal(raw, shaped):
+        out["reward/shaped_mean"] = float(shaped.mean())
+    return out
+
+
+def collate(exp: Experience, rows: torch.Tensor, pad_id: int, device) -> Batch:
+    """Inputs for ``rows`` of the rollout: ``[m, S]`` ids/attention, ``[m, T]`` completion mask.
+
+    ``S = P_max + T`` with ``P_max`` / ``T`` the subset's longest prompt / completion, so the last
+    ``T`` positions hold the completions (``token_logprobs(..., logits_to_keep=T)`` scores them).
+    """
+    prompts = [exp.gen.prompt_ids[i] for i in rows.tolist()]
+    comps = [exp.gen.completion_ids[i] for i in rows.tolist()]
+    p_max, t_max = max(map(len, prompts)), max(map(len, comps))
+    m = len(prompts)
+    ids = torch.full((m, p_max + t_max), pad_id, dtype=torch.long)
+    attn = torch.zeros((m, p_max + t_max), dtype=torch.long)
+    mask = torch.zeros((m, t_max), dtype=torch.bool)
+    for i, (p, c) in enumerate(zip(prompts, comps)):
+        ids[i, p_max - len(p) : p_max] = torch.tensor(p, dtype=torch.long)
+        ids[i, p_max : p_max + len(c)] = torch.tensor(c, dtype=torch.long)
+        attn[i, p_max - len(p) : p_max + len(c)] = 1
+        mask[i, : len(c)] = True
+    return Batch(ids.to(device), attn.to(device), mask.to(device), rows)
+
+
+def forward_logprobs(model, batch: Batch, *, chunk_size: int, with_entropy: bool = False):
+    """``token_logprobs`` of the batch's completion tokens: ``[m, T]`` (and entropy)."""
+    return token_logprobs(
+        model,
+        batch.input_ids,
+        batch.attention_mask,
+        logits_to_keep=batch.mask.shape[1],
+        chunk_size=chunk_size,
+        with_entropy=with_entropy,
+    )
+
+
+@torch.no_grad()
+def sequence_logprobs(
+    model, exp: Experience, *, pad_id: int, microbatch: int, chunk_size: int, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs ``[N, T]`` of every completion token under ``model`` (float32, 0 on padding),
+    and per-token entropies ``[N, T]`` when asked; computed ``microbatch`` rows at a time."""
+    n, t_max = len(exp), int(exp.lengths.max())
+    device = next(model.parameters()).device
+    logp = torch.zeros((n, t_max), dtype=torch.float32)
+    ent = torch.zeros((n, t_max), dtype=torch.float32) if with_entropy else None
+    for start in range(0, n, microbatch):
+        rows = torch.arange(start, min(n, start + microbatch))
+        batch = collate(exp, rows, pad_id, device)
+        out = forward_logprobs(model, batch, chunk_size=chunk_size, with_entropy=with_entropy)
+        width = batch.mask.shape[1]
+        logp[rows, :width] = out.logp.float().cpu() * batch.mask.cpu()
+        if ent is not None:
+            ent[rows, :width] = out.entropy.float().cpu() * batch.mask.cpu()
+    return logp, ent

@@ -1,0 +1,252 @@
+"""``ticgrpo train``: GRPO-family RL of a causal LM, one readable loop.
+
+    ticgrpo train [--preset NAME | --config FILE] [--set key=value ...] [--out RUN_DIR] [--resume]
+
+Per step: draw P prompts → sample G completions each (``llm.rollout``) → rewards
+(``llm.rewards``; DAPO shaping/filtering in ``llm.experience``) → group advantages
+(``ticgrpo.group_advantages``) → old log-probs from the training forward pass → K inner steps
+(``llm.update``) → log → periodic eval → checkpoint. The run folder holds ``config.yaml``,
+``metrics.jsonl``, ``samples.jsonl``, ``checkpoints/`` and (for "tiny") the built model and data.
+``--resume`` restores weights, optimiser, scheduler, RNG streams and the data position and
+continues exactly (every random draw is seeded from the step, so the metrics match an
+uninterrupted run on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llm import config as C
+from llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from llm.experience import collect, sequence_logprobs
+from llm.logging import RunLogger
+from llm.setup import DataStream, load_data, load_model, make_optimizer, prepare_run
+from llm.update import inner_steps
+from ticgrpo import group_advantages
+
+
+def _advantages(exp, cfg) -> torch.Tensor:
+    """[N] group-relative advantages of the shaped rewards (SPEC section 2)."""
+    lengths = exp.lengths.float() if cfg.advantage_mode == "length_corrected" else None
+    return group_advantages(
+        exp.rewards, cfg.group_size, mode=cfg.advantage_mode, lengths=lengths,
+        std_kind=cfg.std_kind,
+    )  # fmt: skip
+
+
+def _evaluate(model, tokenizer, examples, reward, cfg, step: int) -> dict[str, float]:
+    from llm.evaluate import evaluate
+
+    out = evaluate(
+        model, tokenizer, examples, k=cfg.eval_k,
+        max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
+        temperature=cfg.eval_temperature, top_p=cfg.top_p, reward=reward,
+        seed=cfg.seed * 7919 + step, batch_size=cfg.generation_batch_size or None,
+        chat_template=cfg.chat_template,
+    )  # fmt: skip
+    return {k: v for k, v in out.items() if k != "problems"}
+
+
+def _sample_rows(exp, k: int) -> list[dict]:
+    rows = []
+    for i in range(min(k, len(exp))):
+        j = i * exp.group_size if i * exp.group_size < len(exp) else i  # one row per group
+        rows.append({
+            "prompt": exp.prompts[j // exp.group_size], "completion": exp.gen.texts[j],
+            "answer": exp.answers[j], "reward": float(exp.rewards[j]),
+            "advantage": float(exp.advantages[j]),
+        })  # fmt: skip
+    return rows
+
+
+def train(cfg: C.TrainConfig, run_dir: str | Path, *, resume: bool = False) -> dict:
+    """Run (or resume) training into ``run_dir``; return the last step's logged metrics."""
+    run_dir = Path(run_dir)
+    paths = prepare_run(cfg, run_dir, resume=resume)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    tokenizer, data = load_data(cfg, paths)  # bad rows fail here, before the model loads
+    from llm.rewards import get_reward
+
+    reward = get_reward(cfg.reward, timeout_s=cfg.reward_timeout_s)
+    model, ref_model, device = load_model(cfg, paths)
+    optimizer, scheduler = make_optimizer(cfg, model)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    state = {"step": 0, "data_pos": 0, "skipped_steps": 0}
+    if resume and latest_checkpoint(run_dir) is not None:
+        state = load_checkpoint(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
+    stream = DataStream(data.train, tokenizer, cfg, position=state["data_pos"])
+    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard,
+                       resume_step=state["step"] if resume else None)  # fmt: skip
+    last: dict = {}
+    bar = _progress(cfg, state["step"])
+    try:
+        for step in range(state["step"] + 1, cfg.total_steps + 1):
+            last, samples = _train_step(step, cfg, model, ref_model, tokenizer, optimizer,
+                                        scheduler, stream, reward, pad_id, state)  # fmt: skip
+            if data.eval and (
+                step == cfg.total_steps or (cfg.eval_every and step % cfg.eval_every == 0)
+            ):
+                t0 = time.perf_counter()
+                last.update(_evaluate(model, tokenizer, data.eval, reward, cfg, step))
+                last["timing/eval_s"] = time.perf_counter() - t0
+            last["data/skipped_rows"] = float(data.skipped)
+            last = logger.log(step, last)
+            if cfg.samples_every and step % cfg.samples_every == 0:
+                logger.samples(step, samples)
+            if step == cfg.total_steps or (cfg.save_every and step % cfg.save_every == 0):
+                save_checkpoint(run_dir, step, model=model, optimizer=optimizer, scheduler=scheduler,
+                                trainer_state=dict(state),
+                                keep=cfg.keep_checkpoints)  # fmt: skip
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    reward=_fmt(last.get("reward/mean")), skipped=state["skipped_steps"]
+                )
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+    return last
+
+
+def _fmt(value) -> str:
+    """A logged number for the terminal; the logger returns non-finite values as None."""
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "nan"
+
+
+def _progress(cfg, start: int):
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.total_steps, initial=start, desc="train", dynamic_ncols=True)
+
+
+def _train_step(
+    step, cfg, model, ref_model, tokenizer, optimizer, scheduler, stream, reward, pad_id, state
+) -> tuple[dict, list[dict]]:
+    """One rollout and its K inner steps; updates ``state``; returns (metrics, sample rows)."""
+    t_step = time.perf_counter()
+    # 1. rollout: P prompts × G samples, scored, shaped, filtered
+    exp = collect(
+        model, tokenizer, stream.next, reward, num_prompts=cfg.prompts_per_step,
+        group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + step,
+        batch_size=cfg.generation_batch_size or None, overlong_buffer=cfg.overlong_buffer,
+        overlong_scale=cfg.overlong_penalty, dynamic_sampling=cfg.dynamic_sampling,
+        max_rounds=cfg.dynamic_sampling_max_rounds,
+    )  # fmt: skip
+    t_gen = time.perf_counter()
+    # 2. advantages [N] and the rows the loss sees
+    exp.advantages = _advantages(exp, cfg)
+    if cfg.mask_truncated:
+        exp.weights = 1.0 - torch.tensor(exp.gen.truncated, dtype=torch.float32)
+    # 3. old (and reference) log-probs [N, T] from the training forward pass, not sampling scores
+    micro = cfg.microbatch_size or cfg.minibatch_size or len(exp)
+    model.train()
+    exp.old_logp, entropy = sequence_logprobs(
+        model, exp, pad_id=pad_id, microbatch=micro, chunk_size=cfg.logprob_chunk_size,
+        with_entropy=True,
+    )  # fmt: skip
+    if ref_model is not None:
+        exp.ref_logp, _ = sequence_logprobs(
+            ref_model,
+            exp,
+            pad_id=pad_id,
+            microbatch=micro,
+            chunk_size=cfg.logprob_chunk_size,
+            with_entropy=False,
+        )
+    t_lp = time.perf_counter()
+    # 4. K inner steps over mini-batches
+    inject = step in cfg.debug_inject_nan_logp_at_steps
+    upd = inner_steps(model, optimizer, scheduler, exp, cfg, step=step, pad_id=pad_id,
+                      inject_nan=inject)  # fmt: skip
+    t_upd = time.perf_counter()
+    state["step"], state["data_pos"] = step, stream.position
+    state["skipped_steps"] += upd.skipped
+    tokens = int(exp.lengths.sum())
+    token_mask = torch.arange(entropy.shape[1])[None, :] < exp.lengths[:, None]  # [N, T]
+    metrics = dict(exp.stats)
+    metrics.update(upd.metrics)
+    metrics.update({
+        "entropy": float(entropy[token_mask].mean()),
+        "advantage/abs_mean": float(exp.advantages.abs().mean()),
+        "skipped_steps": float(state["skipped_steps"]),
+        "data/epoch": float(stream.position // len(stream)),
+        "timing/generate_s": t_gen - t_step,
+        "timing/logprob_s": t_lp - t_gen,
+        "timing/update_s": t_upd - t_lp,
+        "timing/step_s": time.perf_counter() - t_step,
+        "tokens_per_s": tokens / max(time.perf_counter() - t_step, 1e-9),
+    })  # fmt: skip
+    metrics.update(reward.stats.as_log("reward_check/") if hasattr(reward, "stats") else {})
+    return metrics, _sample_rows(exp, cfg.num_samples_shown)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    docs = C.field_docs()
+    keys = "\n".join(f"  {k:<32} {docs.get(k, '')}" for k in C.FIELDS)
+    p = argparse.ArgumentParser(
+        prog="ticgrpo train",
+        description="Train a causal LM with a GRPO-family method (see docs/TRAINER.md).",
+        epilog="config keys (for --set key=value and YAML files):\n" + keys,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", help="tiny (default when no --config) | paper | qwen2.5-1.5b | ...")
+    p.add_argument("--config", help="YAML file of config keys")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key (repeatable)",
+    )
+    p.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its latest complete checkpoint",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    preset = args.preset or (None if (args.config or args.resume) else "tiny")
+    if args.resume and not args.out:
+        print("ticgrpo train: --resume needs --out RUN_DIR (the run to continue)", file=sys.stderr)
+        return 2
+    run_dir = Path(args.out or f"runs/{preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        base = C.load_yaml(run_dir / "config.yaml") if args.resume else None
+        cfg = C.build_config(preset=preset, config_file=args.config, overrides=args.overrides,
+                             base=base)  # fmt: skip
+    except (C.ConfigError, ValueError) as e:
+        print(f"ticgrpo train: {e}", file=sys.stderr)
+        return 2
+    try:
+        last = train(cfg, run_dir, resume=args.resume)
+    except C.ConfigError as e:
+        print(f"ticgrpo train: {e}", file=sys.stderr)
+        return 2
+    print(f"run folder: {run_dir}  final reward/mean={_fmt(last.get('reward/mean'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

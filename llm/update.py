@@ -1,0 +1,201 @@
+"""The K inner steps of one rollout: mini-batches, micro-batches, the loss, the guarded step.
+
+Each epoch visits the rollout's N rows in a fresh seeded order, ``minibatch_size`` rows per
+optimiser step, so ``K = epochs · N / minibatch_size``. A mini-batch is processed
+``microbatch_size`` rows at a time with gradient accumulation; ``policy_loss`` receives the
+mini-batch's GLOBAL normalisers (its sequence count, its response-token count, the length budget),
+so the accumulated gradient equals the gradient of the whole mini-batch's loss.
+
+No-IS ablation (``no_is``): the loss gradient at ``θ_old`` over the whole rollout is computed once
+(ratio ≡ 1, so it is ``(1/L_i) A_i Σ_t ∇ log π_old`` with the method's aggregation) and every one of
+the K steps applies that same gradient.
+
+Numerics: a step whose loss or gradient is not finite never reaches the weights: the gradient
+is dropped, the optimiser is not stepped, and the step is counted as skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from llm.experience import Experience, collate, forward_logprobs
+from ticgrpo import policy_loss
+
+
+@dataclass
+class UpdateResult:
+    """What the inner steps did: averaged ``policy_loss`` metrics and step counts."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    skipped: int = 0
+
+
+class MetricMean:
+    """Running aggregate of metric dicts: min of ``*_min``, max of ``*_max``, mean otherwise."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            if not math.isfinite(value):
+                continue
+            if key not in self.sums:
+                self.sums[key], self.counts[key] = value, 1
+            elif key.endswith("_min"):
+                self.sums[key] = min(self.sums[key], value)
+            elif key.endswith("_max"):
+                self.sums[key] = max(self.sums[key], value)
+            else:
+                self.sums[key] += value
+                self.counts[key] += 1
+
+    def result(self) -> dict[str, float]:
+        return {
+            k: v if k.endswith(("_min", "_max")) else v / self.counts[k]
+            for k, v in self.sums.items()
+        }
+
+
+def loss_options(cfg, *, num_seqs: int, num_tokens: int) -> dict:
+    """``policy_loss`` keyword arguments for the config, with explicit global normalisers."""
+    options = dict(
+        method=cfg.method,
+        eps_low=cfg.eps_low,
+        eps_high=cfg.eps_high,
+        aggregation=cfg.aggregation,
+        num_seqs=num_seqs,
+        num_tokens=max(num_tokens, 1),
+        max_len=cfg.max_new_tokens,
+        log_ratio_cap=cfg.log_ratio_cap,
+    )
+    if cfg.method == "tic_grpo":
+        options["tic_clip"] = cfg.tic_clip
+    if cfg.beta > 0:
+        options.update(beta=cfg.beta, kl_estimator=cfg.kl_estimator)
+    return options
+
+
+def _minibatch_loss(
+    model,
+    exp: Experience,
+    rows: torch.Tensor,
+    cfg,
+    *,
+    pad_id: int,
+    inject_nan: bool,
+    at_old: bool,
+    acc: MetricMean,
+) -> float:
+    """Accumulate ``∇ loss`` of the rows (micro-batch by micro-batch); return the loss value.
+
+    ``at_old``: use the current log-probs, detached, as ``old_logp`` (ratio ≡ 1: the no-IS pass).
+    """
+    device = next(model.parameters()).device
+    micro = cfg.microbatch_size or len(rows)
+    weights = exp.loss_weights  # [N] 0 for rows excluded from the loss (mask_truncated)
+    num_tokens = int((exp.lengths[rows] * (weights[rows] > 0)).sum())
+    total = 0.0
+    for start in range(0, len(rows), micro):
+        batch = collate(exp, rows[start : start + micro], pad_id, device)
+        logp = forward_logprobs(model, batch, chunk_size=cfg.logprob_chunk_size).logp  # [m, T]
+        if inject_nan:
+            logp = logp + float("nan")
+        width = batch.mask.shape[1]
+        mask = batch.mask & (weights[batch.rows] > 0).to(device)[:, None]  # [m, T]
+        old = logp.detach() if at_old else exp.old_logp[batch.rows, :width].to(device)
+        options = loss_options(cfg, num_seqs=len(rows), num_tokens=num_tokens)
+        if cfg.beta > 0:
+            options["ref_logp"] = exp.ref_logp[batch.rows, :width].to(device)
+        out = policy_loss(logp, old, exp.advantages[batch.rows].to(device), mask, **options)
+        out.loss.backward()
+        total += float(out.loss.detach())
+        acc.add(out.metrics)
+    return total
+
+
+def _guarded_step(model, optimizer, scheduler, cfg, loss: float) -> tuple[bool, float]:
+    """Clip and apply the accumulated gradient unless the loss or the gradient is non-finite.
+
+    Returns (applied, pre-clip global gradient norm).
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+    applied = math.isfinite(loss) and math.isfinite(norm)
+    if applied:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return applied, norm
+
+
+def inner_steps(
+    model,
+    optimizer,
+    scheduler,
+    exp: Experience,
+    cfg,
+    *,
+    step: int,
+    pad_id: int,
+    inject_nan: bool = False,
+) -> UpdateResult:
+    """Run the K inner steps of rollout ``step`` (see module docstring)."""
+    n = len(exp)
+    mini = cfg.minibatch_size or n
+    num_steps = cfg.epochs_per_rollout * (n // mini)
+    acc, result = MetricMean(), UpdateResult()
+    lr = float(
+        optimizer.param_groups[0]["lr"]
+    )  # the rate these steps use (before the schedule moves)
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    if cfg.no_is:
+        loss = _minibatch_loss(
+            model,
+            exp,
+            torch.arange(n),
+            cfg,
+            pad_id=pad_id,
+            inject_nan=inject_nan,
+            at_old=True,
+            acc=acc,
+        )
+        grads = [(p, p.grad.detach().clone()) for p in model.parameters() if p.grad is not None]
+        for _ in range(num_steps):
+            for p, g in grads:
+                p.grad = g.clone()
+            applied, norm = _guarded_step(model, optimizer, scheduler, cfg, loss)
+            _count(result, acc, applied, norm, loss)
+        return _finish(result, acc, lr)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    for _epoch in range(cfg.epochs_per_rollout):
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, mini):
+            rows = order[start : start + mini]
+            loss = _minibatch_loss(
+                model, exp, rows, cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=False, acc=acc
+            )
+            applied, norm = _guarded_step(model, optimizer, scheduler, cfg, loss)
+            _count(result, acc, applied, norm, loss)
+    return _finish(result, acc, lr)
+
+
+def _count(result: UpdateResult, acc: MetricMean, applied: bool, norm: float, loss: float) -> None:
+    result.steps += 1
+    result.skipped += not applied
+    acc.add({"grad_norm": norm, "loss": loss})
+
+
+def _finish(result: UpdateResult, acc: MetricMean, lr: float) -> UpdateResult:
+    result.metrics = acc.result()
+    result.metrics["lr"] = lr
+    result.metrics["update/inner_steps"] = float(result.steps)
+    result.metrics["update/skipped_inner_steps"] = float(result.skipped)
+    return result

@@ -1,0 +1,128 @@
+"""Config: documented fields, YAML round trip, --set coercion, validation messages, presets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from llm import config as C
+from llm.presets import PRESETS, get_preset
+
+
+def test_every_field_has_a_docstring():
+    docs = C.field_docs()
+    assert set(docs) == set(C.FIELDS)
+    assert all(len(d) > 10 for d in docs.values())
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = C.build_config(
+        preset="tiny", overrides=["method=dapo", "debug_inject_nan_logp_at_steps=[3, 5]"]
+    )
+    C.save_yaml(cfg, tmp_path / "config.yaml")
+    assert C.build_config(config_file=str(tmp_path / "config.yaml")) == cfg
+
+
+@pytest.mark.parametrize(
+    "item, key, value",
+    [
+        ("lr=1e-6", "lr", 1e-6),
+        ("lr=3", "lr", 3.0),
+        ("group_size=4", "group_size", 4),
+        ("group_size=4.0", "group_size", 4),
+        ("no_is=yes", "no_is", True),
+        ("no_is=false", "no_is", False),
+        ("eps_high=null", "eps_high", None),
+        ("dynamic_sampling=true", "dynamic_sampling", True),
+        ("debug_inject_nan_logp_at_steps=2,4", "debug_inject_nan_logp_at_steps", [2, 4]),
+        ("instruction=Answer: x", "instruction", "Answer: x"),
+    ],
+)
+def test_set_coerces_to_the_field_type(item, key, value):
+    cfg = C.apply_overrides(C.TrainConfig(), C.parse_set([item]), where="--set")
+    assert getattr(cfg, key) == value
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["metod=grpo"], "did you mean 'method'"),
+        (["method=tic-grpo"], "did you mean 'tic_grpo'"),
+        (["method=no_is"], "no_is=true"),
+        (["minibatch_size=48"], "minibatch_size=48 must divide the rollout batch N"),
+        (["minibatch_size=64", "microbatch_size=24"], "microbatch_size=24 must divide"),
+        (["group_size=1"], "set group_size >= 2"),
+        (["ref_model=/x", "beta=0"], "set beta > 0 or ref_model=''"),
+        (["beta=-1"], "beta=-1.0 must be >= 0"),
+        (["lr=abc"], "lr: cannot read 'abc' as float"),
+        (["group_size=2.5"], "cannot read '2.5' as int"),
+        (["no_is=maybe"], "cannot read 'maybe' as bool"),
+        (["optimizer=adam"], "did you mean 'adamw'"),
+        (["reward=mathh"], "did you mean 'math'"),
+        (["temperature=0"], "temperature=0.0 must be > 0"),
+        (["top_p=1.5"], "top_p=1.5 must be in (0, 1]"),
+        (["eps_low=1.0"], "eps_low=1.0 must be in [0, 1)"),
+        (["advantage_mode=zscore"], "advantage_mode='zscore' is not one of"),
+        (["train_data=/no/such/file.parquet"], "does not exist"),
+        (["optimizer=sgd", "weight_decay=0.1"], "weight_decay applies to adamw only"),
+        (["overlong_buffer=9"], "overlong_buffer=9 must be in [0, max_new_tokens=4]"),
+    ],
+)
+def test_invalid_configs_say_what_to_change(overrides, expected):
+    with pytest.raises(C.ConfigError) as info:
+        C.build_config(preset="tiny", overrides=overrides)
+    assert expected in str(info.value)
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(C.ConfigError) as info:
+        C.build_config(preset="tiny", overrides=["metod=x", "lr=-1", "top_p=2"])
+    assert len(info.value.problems) == 3
+
+
+def test_method_defaults_come_from_the_methods_table():
+    from ticgrpo import METHODS
+
+    for name, row in METHODS.items():
+        cfg = C.build_config(preset="tiny", overrides=[f"method={name}"])
+        assert (cfg.eps_low, cfg.eps_high) == (row.eps_low, row.eps_high)
+        assert cfg.advantage_mode == row.advantage_mode and cfg.aggregation == row.aggregation
+        assert cfg.dynamic_sampling == (name == "dapo")
+    cfg = C.build_config(preset="tiny", overrides=["method=dapo", "eps_high=0.3"])
+    assert cfg.eps_high == 0.3 and cfg.overlong_buffer == 0  # 4 // 5
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_valid(name):
+    cfg = C.apply_overrides(C.TrainConfig(), get_preset(name), where=name)
+    cfg = C.validate(cfg, check_paths=False)
+    n = cfg.prompts_per_step * cfg.group_size
+    assert n % (cfg.minibatch_size or n) == 0
+
+
+def test_paper_preset_matches_spec_section_5():
+    cfg = C.validate(C.apply_overrides(C.TrainConfig(), get_preset("paper"), where="paper"),
+                     check_paths=False)  # fmt: skip
+    assert cfg.prompts_per_step * cfg.group_size == 128
+    assert cfg.minibatch_size == 32 and cfg.epochs_per_rollout == 4
+    assert cfg.optimizer == "sgd" and "Qwen2.5-Math-1.5B" in cfg.model
+    with pytest.raises(ValueError, match="did you mean 'paper'"):
+        get_preset("papr")
+
+
+def test_unknown_yaml_key_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.001\ngroup_sise: 4\n")
+    with pytest.raises(
+        C.ConfigError, match=r"c.yaml: unknown config key 'group_sise'; did you mean 'group_size'"
+    ):
+        C.build_config(config_file=str(path))
+    path.write_text("- a list\n")
+    with pytest.raises(C.ConfigError, match="expected a mapping"):
+        C.build_config(config_file=str(path))
+
+
+def test_config_is_a_plain_dataclass():
+    assert dataclasses.is_dataclass(C.TrainConfig)
+    assert C.TrainConfig().debug_inject_nan_logp_at_steps == []
