@@ -19,7 +19,7 @@ sys.meta_path.insert(0, Block())
 def test_core_imports_with_transformers_unavailable():
     code = BLOCK + (
         "import pkgutil, importlib, ticgrpo\n"
-        "mods = [m.name for m in pkgutil.iter_modules(ticgrpo.__path__) if m.name != 'cli']\n"
+        "mods = [m.name for m in pkgutil.iter_modules(ticgrpo.__path__) if m.name not in ('cli', '__main__')]\n"
         "for m in mods: importlib.import_module('ticgrpo.' + m)\n"
         "bad = sorted(k for k in sys.modules if k.split('.')[0] in {'transformers','matplotlib','scipy'})\n"
         "assert not bad, bad\n"
