@@ -174,6 +174,9 @@ class TrainConfig:
     """Also write TensorBoard scalars (when tensorboard is installed)."""
     progress: bool = True
     """Show a tqdm progress bar."""
+    distributed: bool = False
+    """Data parallel over the processes of a torchrun launch (FSDP2, whole groups per rank);
+    ignored in a plain single process. See docs/TRAINER.md, "Multi-GPU"."""
     debug_inject_nan_logp_at_steps: list[int] = field(default_factory=list)
     """Test-only fault injection: steps whose training log-probs are replaced by NaN."""
 

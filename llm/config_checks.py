@@ -5,6 +5,7 @@ Run by ``llm.config.validate`` on the resolved config, before any model or data 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,6 +94,35 @@ def _check_batching(cfg, problems: list[str]) -> None:
         problems.append(f"microbatch_size={micro} exceeds minibatch_size={mini}")
 
 
+def _check_distributed(cfg, problems: list[str], world: int) -> None:
+    """Every rank must hold the same number of whole groups and of mini-batch rows, so that
+    FSDP's collectives (one set per forward/backward) run in lockstep on all ranks."""
+    if not cfg.distributed or world <= 1:
+        return
+    n = cfg.prompts_per_step * cfg.group_size
+    mini = cfg.minibatch_size or n
+    if cfg.prompts_per_step % world:
+        fit = [p for p in range(world, 4 * world + 1, world)]
+        problems.append(
+            f"distributed: prompts_per_step={cfg.prompts_per_step} must be a multiple of the "
+            f"world size {world} (each rank generates whole groups of an equal share); "
+            f"choose e.g. one of {fit}"
+        )
+        return
+    if mini % world:
+        problems.append(
+            f"distributed: minibatch_size={mini} must be a multiple of the world size {world} "
+            "(each rank takes minibatch_size/world rows of its own groups per optimiser step)"
+        )
+        return
+    local = mini // world
+    if cfg.microbatch_size and local % cfg.microbatch_size:
+        problems.append(
+            f"distributed: microbatch_size={cfg.microbatch_size} (per rank) must divide the "
+            f"per-rank mini-batch minibatch_size/world = {mini}/{world} = {local}"
+        )
+
+
 def _check_paths(cfg, problems: list[str]) -> None:
     for name in ("model", "train_data"):
         value = getattr(cfg, name)
@@ -156,6 +186,7 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
         )
     _check_method(cfg, problems, suggest)
     _check_batching(cfg, problems)
+    _check_distributed(cfg, problems, int(os.environ.get("WORLD_SIZE", "1") or 1))
     if check_paths:
         _check_paths(cfg, problems)
     return problems

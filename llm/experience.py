@@ -98,6 +98,64 @@ def _concat(parts: list[Generation]) -> Generation:
     )
 
 
+def _round(
+    model,
+    tokenizer,
+    pairs,
+    reward,
+    *,
+    group_size,
+    max_new_tokens,
+    temperature,
+    top_p,
+    seed,
+    batch_size,
+    overlong_buffer,
+    overlong_scale,
+    stats: dict | None,
+    comm,
+) -> list[tuple[tuple, bool]]:
+    """One generation round: ``[(group item, rewards all equal)]`` per prompt of ``pairs``.
+
+    ``stats`` (first round only) receives the reward statistics, over all ranks under ``comm``.
+    """
+    prompts = [p for p, _ in pairs]
+    answers = [a for _, a in pairs for _ in range(group_size)]
+    gen = generate(
+        model,
+        tokenizer,
+        prompts,
+        num_samples=group_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    raw = _score(gen, answers, reward)  # [n]
+    lengths = torch.tensor([len(c) for c in gen.completion_ids])
+    shaped = raw + overlong_penalty(lengths, max_new_tokens, overlong_buffer, overlong_scale)
+    groups = shaped.view(-1, group_size)  # [p, G]
+    flat = (groups == groups[:, :1]).all(dim=1)  # [p] all rewards equal
+    if stats is not None:
+        columns = [raw, shaped, flat, lengths, torch.tensor(gen.truncated)]
+        if comm is not None:  # the statistics of the global rollout, identical on every rank
+            columns = [torch.tensor(comm.gather(c.tolist()), dtype=c.dtype) for c in columns]
+        stats.update(_reward_stats(*columns))
+    out = []
+    for g in range(len(prompts)):
+        rows = list(range(g * group_size, (g + 1) * group_size))
+        item = (
+            _take(gen, rows),
+            raw[rows],
+            shaped[rows],
+            [prompts[g]],
+            answers[g * group_size : (g + 1) * group_size],
+        )
+        out.append((item, bool(flat[g])))
+    return out
+
+
 def collect(
     model,
     tokenizer,
@@ -115,51 +173,38 @@ def collect(
     overlong_scale: float = 1.0,
     dynamic_sampling: bool = False,
     max_rounds: int = 0,
+    comm=None,
 ) -> Experience:
     """Generate, score and (optionally) filter one rollout of ``num_prompts`` groups.
 
     ``next_prompts(k)`` returns the next ``k`` (rendered prompt, answer) pairs of the data
     stream. ``stats`` records the FIRST round's reward statistics (the policy's performance on
     fresh prompts, unaffected by filtering) and the filtering counts.
+
+    Data parallel (``comm``, ``llm.dist_train.Comm``): ``num_prompts`` is this rank's share and
+    ``next_prompts`` its slice of the global stream. Every rank fills its own groups; a refill
+    round runs while ANY rank is short (the decision is summed over ranks, so all ranks take the
+    same number of stream draws); a rank already full skips generating its slice of that round.
+    The statistics are computed on the union of all ranks' first rounds.
     """
     kept: list[tuple[Generation, torch.Tensor, torch.Tensor, list[str], list[str]]] = []
     spare: list = []  # zero-signal groups, used only if refilling runs out of rounds
     stats: dict[str, float] = {}
-    need, rounds = num_prompts, 0
+    need = own = num_prompts  # own: this rank's shortfall; need: summed over ranks
+    rounds = 0
     while need > 0:
         pairs = next_prompts(need if rounds == 0 else num_prompts)
-        prompts = [p for p, _ in pairs]
-        answers = [a for _, a in pairs for _ in range(group_size)]
-        gen = generate(
-            model,
-            tokenizer,
-            prompts,
-            num_samples=group_size,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed * 1000 + rounds,
-            batch_size=batch_size,
-        )
-        raw = _score(gen, answers, reward)  # [n]
-        lengths = torch.tensor([len(c) for c in gen.completion_ids])
-        shaped = raw + overlong_penalty(lengths, max_new_tokens, overlong_buffer, overlong_scale)
-        groups = shaped.view(-1, group_size)  # [p, G]
-        flat = (groups == groups[:, :1]).all(dim=1)  # [p] all rewards equal
-        if rounds == 0:
-            stats.update(_reward_stats(raw, shaped, flat, gen, max_new_tokens))
-        for g in range(len(prompts)):
-            rows = list(range(g * group_size, (g + 1) * group_size))
-            item = (
-                _take(gen, rows),
-                raw[rows],
-                shaped[rows],
-                [prompts[g]],
-                answers[g * group_size : (g + 1) * group_size],
-            )
-            (spare if dynamic_sampling and flat[g] else kept).append(item)
+        if own > 0:  # (only under comm can a rank be full while another is short)
+            groups = _round(model, tokenizer, pairs, reward, group_size=group_size,
+                            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                            seed=seed * 1000 + rounds, batch_size=batch_size,
+                            overlong_buffer=overlong_buffer, overlong_scale=overlong_scale,
+                            stats=stats if rounds == 0 else None, comm=comm)  # fmt: skip
+            for item, is_flat in groups:
+                (spare if dynamic_sampling and is_flat else kept).append(item)
         rounds += 1
-        need = num_prompts - len(kept)
+        own = num_prompts - len(kept)
+        need = own if comm is None else int(comm.sum([max(own, 0)])[0])
         if not dynamic_sampling or rounds > max_rounds:
             break
     used_spare = 0
@@ -169,6 +214,8 @@ def collect(
     kept = kept[:num_prompts]
     if dynamic_sampling:
         stats["dynamic_sampling/rounds"] = float(rounds)
+        if comm is not None:
+            used_spare = int(comm.sum([used_spare])[0])
         stats["dynamic_sampling/zero_signal_groups"] = float(used_spare)
     return Experience(
         prompts=[p for k in kept for p in k[3]],
@@ -181,8 +228,10 @@ def collect(
     )
 
 
-def _reward_stats(raw, shaped, flat, gen: Generation, max_new_tokens: int) -> dict[str, float]:
-    lengths = torch.tensor([len(c) for c in gen.completion_ids], dtype=torch.float32)
+def _reward_stats(raw, shaped, flat, lengths, truncated) -> dict[str, float]:
+    """First-round statistics from ``[n]`` rewards, shaped rewards, lengths, truncation flags and
+    ``[p]`` all-equal flags."""
+    lengths = lengths.float()
     out = {
         "reward/mean": float(raw.mean()),
         "reward/std": float(raw.std(unbiased=False)),
@@ -190,7 +239,7 @@ def _reward_stats(raw, shaped, flat, gen: Generation, max_new_tokens: int) -> di
         "completions/mean_length": float(lengths.mean()),
         "completions/min_length": float(lengths.min()),
         "completions/max_length": float(lengths.max()),
-        "completions/clipped_ratio": sum(gen.truncated) / len(gen),
+        "completions/clipped_ratio": float(truncated.sum()) / len(truncated),
     }
     if not torch.equal(raw, shaped):
         out["reward/shaped_mean"] = float(shaped.mean())

@@ -127,11 +127,13 @@ def _dtype(cfg: C.TrainConfig, device: torch.device) -> torch.dtype:
     return getattr(torch, cfg.dtype)
 
 
-def load_model(cfg: C.TrainConfig, paths: RunPaths):
-    """(policy, frozen reference or None, device); the reference exists only when beta > 0."""
+def load_model(cfg: C.TrainConfig, paths: RunPaths, *, device: torch.device | None = None):
+    """(policy, frozen reference or None, device); the reference exists only when beta > 0.
+
+    ``device`` overrides ``cfg.device`` (data parallel: this rank's device)."""
     from transformers import AutoModelForCausalLM
 
-    device = _device(cfg)
+    device = device or _device(cfg)
     dtype = _dtype(cfg, device)
     model = AutoModelForCausalLM.from_pretrained(paths.model, dtype=dtype).to(device)
     if cfg.gradient_checkpointing:

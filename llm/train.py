@@ -15,6 +15,8 @@ uninterrupted run on CPU).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
 import sys
 import time
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from llm import config as C
+from llm import dist_train as D
 from llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from llm.experience import collect, sequence_logprobs
 from llm.logging import RunLogger
@@ -41,16 +44,18 @@ def _advantages(exp, cfg) -> torch.Tensor:
     )  # fmt: skip
 
 
-def _evaluate(model, tokenizer, examples, reward, cfg, step: int) -> dict[str, float]:
+def _evaluate(model, tokenizer, examples, reward, cfg, step: int, comm=None) -> dict[str, float]:
     from llm.evaluate import evaluate
 
-    out = evaluate(
-        model, tokenizer, examples, k=cfg.eval_k,
-        max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
+    kwargs = dict(
+        k=cfg.eval_k, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
         temperature=cfg.eval_temperature, top_p=cfg.top_p, reward=reward,
         seed=cfg.seed * 7919 + step, batch_size=cfg.generation_batch_size or None,
         chat_template=cfg.chat_template,
     )  # fmt: skip
+    if comm is not None:
+        return D.evaluate_sharded(comm, model, tokenizer, examples, **kwargs)
+    out = evaluate(model, tokenizer, examples, **kwargs)
     return {k: v for k, v in out.items() if k != "problems"}
 
 
@@ -67,9 +72,43 @@ def _sample_rows(exp, k: int) -> list[dict]:
 
 
 def train(cfg: C.TrainConfig, run_dir: str | Path, *, resume: bool = False) -> dict:
-    """Run (or resume) training into ``run_dir``; return the last step's logged metrics."""
-    run_dir = Path(run_dir)
-    paths = prepare_run(cfg, run_dir, resume=resume)
+    """Run (or resume) training into ``run_dir``; return the last step's logged metrics.
+
+    Under torchrun with ``distributed=true`` every rank runs this (``llm.dist_train``).
+    """
+    comm = D.start(cfg)
+    try:
+        return _train(cfg, Path(run_dir), resume, comm)
+    finally:
+        D.finish(comm)
+
+
+def _setup_model(cfg, paths, run_dir: Path, resume: bool, comm):
+    """(model, ref_model, optimizer, scheduler, trainer state, parameter layout or None)."""
+    state = {"step": 0, "data_pos": 0, "skipped_steps": 0}
+    if comm is None:
+        model, ref_model, _device = load_model(cfg, paths)
+        optimizer, scheduler = make_optimizer(cfg, model)
+        if resume and latest_checkpoint(run_dir) is not None:
+            state = load_checkpoint(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
+        return model, ref_model, optimizer, scheduler, state, None
+    model, ref_model, _device = load_model(cfg, paths, device=comm.info.device)
+    layout = D.model_layout(model)
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:  # full weights into every rank's copy, then shard them
+        state = load_checkpoint(ckpt, model=model, optimizer=None)
+    D.shard(comm, model)
+    if ref_model is not None:
+        D.shard(comm, ref_model)
+    optimizer, scheduler = make_optimizer(cfg, model)  # after sharding: it holds the shards
+    if ckpt is not None:
+        D.load_full_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
+                               layout=layout)  # fmt: skip
+    return model, ref_model, optimizer, scheduler, state, layout
+
+
+def _train(cfg: C.TrainConfig, run_dir: Path, resume: bool, comm) -> dict:
+    paths = D.on_main(comm, lambda: prepare_run(cfg, run_dir, resume=resume))
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     random.seed(cfg.seed)
@@ -79,37 +118,45 @@ def train(cfg: C.TrainConfig, run_dir: str | Path, *, resume: bool = False) -> d
     from llm.rewards import get_reward
 
     reward = get_reward(cfg.reward, timeout_s=cfg.reward_timeout_s)
-    model, ref_model, device = load_model(cfg, paths)
-    optimizer, scheduler = make_optimizer(cfg, model)
+    model, ref_model, optimizer, scheduler, state, layout = _setup_model(
+        cfg, paths, run_dir, resume, comm
+    )
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    state = {"step": 0, "data_pos": 0, "skipped_steps": 0}
-    if resume and latest_checkpoint(run_dir) is not None:
-        state = load_checkpoint(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
     stream = DataStream(data.train, tokenizer, cfg, position=state["data_pos"])
-    logger = RunLogger(run_dir, tensorboard=cfg.tensorboard,
-                       resume_step=state["step"] if resume else None)  # fmt: skip
+    main = comm is None or comm.is_main
+    if main:
+        logger = RunLogger(run_dir, tensorboard=cfg.tensorboard,
+                           resume_step=state["step"] if resume else None)  # fmt: skip
+    else:
+        logger = D.NullLogger()
     last: dict = {}
-    bar = _progress(cfg, state["step"])
+    bar = _progress(cfg, state["step"]) if main else None
     try:
         for step in range(state["step"] + 1, cfg.total_steps + 1):
             last, samples = _train_step(step, cfg, model, ref_model, tokenizer, optimizer,
-                                        scheduler, stream, reward, pad_id, state)  # fmt: skip
+                                        scheduler, stream, reward, pad_id, state,
+                                        comm)  # fmt: skip
             if data.eval and (
                 step == cfg.total_steps or (cfg.eval_every and step % cfg.eval_every == 0)
             ):
                 t0 = time.perf_counter()
-                last.update(_evaluate(model, tokenizer, data.eval, reward, cfg, step))
+                last.update(_evaluate(model, tokenizer, data.eval, reward, cfg, step, comm))
                 last["timing/eval_s"] = time.perf_counter() - t0
             last["data/skipped_rows"] = float(data.skipped)
             last = logger.log(step, last)
             if cfg.samples_every and step % cfg.samples_every == 0:
                 logger.samples(step, samples)
             if step == cfg.total_steps or (cfg.save_every and step % cfg.save_every == 0):
-                save_checkpoint(run_dir, step, model=model, optimizer=optimizer, scheduler=scheduler,
-                                trainer_state=dict(state),
-                                keep=cfg.keep_checkpoints)  # fmt: skip
+                if comm is None:
+                    save_checkpoint(run_dir, step, model=model, optimizer=optimizer,
+                                    scheduler=scheduler, trainer_state=dict(state),
+                                    keep=cfg.keep_checkpoints)  # fmt: skip
+                else:
+                    D.save_full_checkpoint(comm, run_dir, step, model=model, optimizer=optimizer,
+                                           scheduler=scheduler, trainer_state=dict(state),
+                                           keep=cfg.keep_checkpoints, layout=layout)  # fmt: skip
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(
@@ -136,19 +183,40 @@ def _progress(cfg, start: int):
 
 
 def _train_step(
-    step, cfg, model, ref_model, tokenizer, optimizer, scheduler, stream, reward, pad_id, state
+    step,
+    cfg,
+    model,
+    ref_model,
+    tokenizer,
+    optimizer,
+    scheduler,
+    stream,
+    reward,
+    pad_id,
+    state,
+    comm=None,
 ) -> tuple[dict, list[dict]]:
-    """One rollout and its K inner steps; updates ``state``; returns (metrics, sample rows)."""
+    """One rollout and its K inner steps; updates ``state``; returns (metrics, sample rows).
+
+    With ``comm`` (data parallel) this rank handles its share of the prompts; see llm.dist_train.
+    """
     t_step = time.perf_counter()
     # 1. rollout: P prompts × G samples, scored, shaped, filtered
-    exp = collect(
-        model, tokenizer, stream.next, reward, num_prompts=cfg.prompts_per_step,
-        group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + step,
-        batch_size=cfg.generation_batch_size or None, overlong_buffer=cfg.overlong_buffer,
-        overlong_scale=cfg.overlong_penalty, dynamic_sampling=cfg.dynamic_sampling,
-        max_rounds=cfg.dynamic_sampling_max_rounds,
-    )  # fmt: skip
+    seed, next_prompts, num_prompts = cfg.seed * 1_000_003 + step, stream.next, cfg.prompts_per_step
+    gathered = contextlib.nullcontext()
+    if comm is not None:
+        seed, next_prompts = comm.seed(seed), D.local_prompts(stream.next, comm)
+        num_prompts //= comm.world_size
+        gathered = D.unsharded(model)
+    with gathered:
+        exp = collect(
+            model, tokenizer, next_prompts, reward, num_prompts=num_prompts,
+            group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
+            batch_size=cfg.generation_batch_size or None, overlong_buffer=cfg.overlong_buffer,
+            overlong_scale=cfg.overlong_penalty, dynamic_sampling=cfg.dynamic_sampling,
+            max_rounds=cfg.dynamic_sampling_max_rounds, comm=comm,
+        )  # fmt: skip
     t_gen = time.perf_counter()
     # 2. advantages [N] and the rows the loss sees
     exp.advantages = _advantages(exp, cfg)
@@ -174,7 +242,7 @@ def _train_step(
     # 4. K inner steps over mini-batches
     inject = step in cfg.debug_inject_nan_logp_at_steps
     upd = inner_steps(model, optimizer, scheduler, exp, cfg, step=step, pad_id=pad_id,
-                      inject_nan=inject)  # fmt: skip
+                      inject_nan=inject, comm=comm)  # fmt: skip
     t_upd = time.perf_counter()
     state["step"], state["data_pos"] = step, stream.position
     state["skipped_steps"] += upd.skipped
@@ -194,6 +262,11 @@ def _train_step(
         "tokens_per_s": tokens / max(time.perf_counter() - t_step, 1e-9),
     })  # fmt: skip
     metrics.update(reward.stats.as_log("reward_check/") if hasattr(reward, "stats") else {})
+    if comm is not None:
+        local = {k: v for k, v in metrics.items() if k not in exp.stats}
+        ent = (float(entropy[token_mask].sum()), float(token_mask.sum()))
+        metrics = dict(exp.stats)  # already over all ranks
+        metrics.update(D.reduce_step_metrics(comm, local, entropy=ent, tokens=tokens))
     return metrics, _sample_rows(exp, cfg.num_samples_shown)
 
 
@@ -244,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     except C.ConfigError as e:
         print(f"ticgrpo train: {e}", file=sys.stderr)
         return 2
-    print(f"run folder: {run_dir}  final reward/mean={_fmt(last.get('reward/mean'))}")
+    if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per rank
+        print(f"run folder: {run_dir}  final reward/mean={_fmt(last.get('reward/mean'))}")
     return 0
 
 

@@ -91,15 +91,21 @@ def _minibatch_loss(
     inject_nan: bool,
     at_old: bool,
     acc: MetricMean,
+    comm=None,
 ) -> float:
     """Accumulate ``∇ loss`` of the rows (micro-batch by micro-batch); return the loss value.
 
     ``at_old``: use the current log-probs, detached, as ``old_logp`` (ratio ≡ 1: the no-IS pass).
+    ``comm`` (data parallel, ``llm.dist_train.Comm``): ``rows`` are this rank's share of the
+    mini-batch; the normalisers become the sums over ranks and the returned value is this rank's
+    part of the global loss (the parts sum to it).
     """
     device = next(model.parameters()).device
     micro = cfg.microbatch_size or len(rows)
     weights = exp.loss_weights  # [N] 0 for rows excluded from the loss (mask_truncated)
-    num_tokens = int((exp.lengths[rows] * (weights[rows] > 0)).sum())
+    num_seqs, num_tokens = len(rows), int((exp.lengths[rows] * (weights[rows] > 0)).sum())
+    if comm is not None:  # e.g. DAPO's token_mean divides by the token count of ALL ranks
+        num_seqs, num_tokens = (int(v) for v in comm.sum([num_seqs, num_tokens]))
     total = 0.0
     for start in range(0, len(rows), micro):
         batch = collate(exp, rows[start : start + micro], pad_id, device)
@@ -109,7 +115,7 @@ def _minibatch_loss(
         width = batch.mask.shape[1]
         mask = batch.mask & (weights[batch.rows] > 0).to(device)[:, None]  # [m, T]
         old = logp.detach() if at_old else exp.old_logp[batch.rows, :width].to(device)
-        options = loss_options(cfg, num_seqs=len(rows), num_tokens=num_tokens)
+        options = loss_options(cfg, num_seqs=num_seqs, num_tokens=num_tokens)
         if cfg.beta > 0:
             options["ref_logp"] = exp.ref_logp[batch.rows, :width].to(device)
         out = policy_loss(logp, old, exp.advantages[batch.rows].to(device), mask, **options)
@@ -119,20 +125,30 @@ def _minibatch_loss(
     return total
 
 
-def _guarded_step(model, optimizer, scheduler, cfg, loss: float) -> tuple[bool, float]:
+def _guarded_step(
+    model, optimizer, scheduler, cfg, loss: float, comm=None
+) -> tuple[bool, float, float]:
     """Clip and apply the accumulated gradient unless the loss or the gradient is non-finite.
 
-    Returns (applied, pre-clip global gradient norm).
+    Returns (applied, pre-clip global gradient norm, loss). With ``comm`` the loss is summed
+    over ranks and the flag "this rank saw a non-finite value" too, so every rank takes the
+    same decision (the norm of FSDP's sharded gradients is already global).
     """
     params = [p for p in model.parameters() if p.grad is not None]
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
-    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+    norm_t = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else 0.0
+    if hasattr(norm_t, "full_tensor"):  # a DTensor under FSDP2
+        norm_t = norm_t.full_tensor()
+    norm = float(norm_t)
     applied = math.isfinite(loss) and math.isfinite(norm)
+    if comm is not None:
+        loss, bad = comm.sum([loss, float(not applied)])
+        applied = bad == 0 and math.isfinite(loss)
     if applied:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
-    return applied, norm
+    return applied, norm, loss
 
 
 def inner_steps(
@@ -145,10 +161,18 @@ def inner_steps(
     step: int,
     pad_id: int,
     inject_nan: bool = False,
+    comm=None,
 ) -> UpdateResult:
-    """Run the K inner steps of rollout ``step`` (see module docstring)."""
+    """Run the K inner steps of rollout ``step`` (see module docstring).
+
+    Data parallel (``comm`` given, ``exp`` this rank's whole groups): each optimiser step takes
+    ``minibatch_size / world`` rows of every rank, drawn from a per-rank shuffle seeded by
+    ``(seed, step, rank)``; the global mini-batch is the union, its normalisers global.
+    """
     n = len(exp)
-    mini = cfg.minibatch_size or n
+    mini = cfg.minibatch_size or n * (comm.world_size if comm else 1)
+    if comm is not None:
+        mini //= comm.world_size
     num_steps = cfg.epochs_per_rollout * (n // mini)
     acc, result = MetricMean(), UpdateResult()
     lr = float(
@@ -166,24 +190,27 @@ def inner_steps(
             inject_nan=inject_nan,
             at_old=True,
             acc=acc,
+            comm=comm,
         )
         grads = [(p, p.grad.detach().clone()) for p in model.parameters() if p.grad is not None]
         for _ in range(num_steps):
             for p, g in grads:
                 p.grad = g.clone()
-            applied, norm = _guarded_step(model, optimizer, scheduler, cfg, loss)
-            _count(result, acc, applied, norm, loss)
+            applied, norm, total = _guarded_step(model, optimizer, scheduler, cfg, loss, comm)
+            _count(result, acc, applied, norm, total)
         return _finish(result, acc, lr)
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    seed = cfg.seed * 1_000_003 + step
+    gen = torch.Generator().manual_seed(seed if comm is None else comm.seed(seed))
     for _epoch in range(cfg.epochs_per_rollout):
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, mini):
             rows = order[start : start + mini]
             loss = _minibatch_loss(
-                model, exp, rows, cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=False, acc=acc
-            )
-            applied, norm = _guarded_step(model, optimizer, scheduler, cfg, loss)
-            _count(result, acc, applied, norm, loss)
+                model, exp, rows, cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=False,
+                acc=acc, comm=comm,
+            )  # fmt: skip
+            applied, norm, total = _guarded_step(model, optimizer, scheduler, cfg, loss, comm)
+            _count(result, acc, applied, norm, total)
     return _finish(result, acc, lr)
 
 
