@@ -21,13 +21,7 @@ import os
 
 import torch
 
-from llm.rollout import (
-    Generation,
-    _encode,
-    _eos_ids,
-    _plain_generation_config,
-    split_completion,
-)
+from llm.rollout import Generation, _encode, check_sampling_args, sample_completions
 
 __all__ = ["generate_fast", "auto_batch_size", "bytes_per_sequence", "free_memory_bytes"]
 
@@ -84,15 +78,6 @@ def auto_batch_size(
     return min(size, limit) if limit else size
 
 
-def _left_pad(rows: list[list[int]], pad_id: int, width: int, device) -> tuple[torch.Tensor, ...]:
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        attn[i, width - len(r) :] = 1
-    return ids.to(device), attn.to(device)
-
-
 @torch.no_grad()
 def generate_fast(
     model,
@@ -116,48 +101,23 @@ def generate_fast(
     True on CUDA; ``greedy`` takes the argmax instead of sampling (for equality checks);
     ``static_cache=False`` gives the dynamic-cache path through the same code.
     """
-    if num_samples < 1 or max_new_tokens < 1:
-        raise ValueError(
-            f"num_samples and max_new_tokens must be >= 1: {num_samples}, {max_new_tokens}"
-        )
-    if not greedy and (not temperature > 0 or not 0 < top_p <= 1):
-        raise ValueError(f"need temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-    eos = _eos_ids(tokenizer, model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
-    rows = [ids for ids in (_encode(tokenizer, p) for p in prompts) for _ in range(num_samples)]
-    device = next(model.parameters()).device
+    check_sampling_args(num_samples, max_new_tokens, 1.0 if greedy else temperature,
+                        1.0 if greedy else top_p)  # fmt: skip
     multiple = max(1, pad_to_multiple_of)
-    width = -(-max(len(r) for r in rows) // multiple) * multiple  # ceil to the multiple
+    longest = max(len(_encode(tokenizer, p)) for p in prompts)
+    width = -(-longest // multiple) * multiple  # ceil to the multiple: one width for every batch
     if batch_size is None:
         batch_size = auto_batch_size(
-            model, prompt_len=width, max_new_tokens=max_new_tokens, limit=len(rows)
+            model, prompt_len=width, max_new_tokens=max_new_tokens, limit=len(prompts) * num_samples
         )
+    device = next(model.parameters()).device
     compile = (device.type == "cuda") if compile is None else compile
-    kw: dict = dict(max_new_tokens=max_new_tokens, eos_token_id=sorted(eos), pad_token_id=pad_id)
-    kw.update(use_cache=True, disable_compile=not compile)
+    kw: dict = dict(max_new_tokens=max_new_tokens, disable_compile=not compile)
     if greedy:
         kw.update(do_sample=False)
     else:
         kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     if static_cache:
         kw["cache_implementation"] = "static"
-    devices = [device] if device.type == "cuda" else []
-    was_training = model.training
-    model.eval()
-    completions: list[list[int]] = []
-    truncated: list[bool] = []
-    try:
-        with torch.random.fork_rng(devices=devices), _plain_generation_config(model):
-            if seed is not None:
-                torch.manual_seed(seed)
-            for start in range(0, len(rows), batch_size):
-                ids, attn = _left_pad(rows[start : start + batch_size], pad_id, width, device)
-                out = model.generate(input_ids=ids, attention_mask=attn, **kw)
-                for row in out[:, width:].tolist():
-                    comp, trunc = split_completion(row, eos)
-                    completions.append(comp)
-                    truncated.append(trunc)
-    finally:
-        model.train(was_training)
-    texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
-    return Generation(prompt_ids=rows, completion_ids=completions, texts=texts, truncated=truncated)
+    return sample_completions(model, tokenizer, prompts, num_samples=num_samples, seed=seed,
+                              batch_size=batch_size, generate_kwargs=kw, width=width)  # fmt: skip

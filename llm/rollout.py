@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Generation", "generate", "split_completion"]
+__all__ = ["Generation", "generate", "sample_completions", "split_completion"]
 
 
 @dataclass
@@ -81,14 +81,74 @@ def _plain_generation_config(model):
         model.generation_config = saved
 
 
-def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
+def _left_pad(rows: list[list[int]], pad_id: int, width: int, device) -> tuple[torch.Tensor, ...]:
+    """Left-pad token rows to ``width``: (input_ids [B, width], attention_mask [B, width])."""
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
         attn[i, width - len(r) :] = 1
     return ids.to(device), attn.to(device)
+
+
+def sample_completions(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    num_samples: int,
+    seed: int | None,
+    batch_size: int | None,
+    generate_kwargs: dict,
+    width: int | None = None,
+) -> Generation:
+    """The sampling loop shared by every rollout path (plain here, static cache in generation_fast).
+
+    Encodes each prompt once, repeats it ``num_samples`` times (samples of a prompt contiguous),
+    left-pads each batch of ``batch_size`` rows (to ``width``, or to the batch's longest prompt),
+    calls ``model.generate(**generate_kwargs)`` under a forked, reseeded RNG with the checkpoint's
+    generation defaults hidden, and cuts each row after its first EOS.
+    """
+    eos = _eos_ids(tokenizer, model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+    encoded = [_encode(tokenizer, p) for p in prompts]
+    rows = [ids for ids in encoded for _ in range(num_samples)]  # [N] samples contiguous
+    step = max(1, batch_size or len(rows))
+    device = next(model.parameters()).device
+    devices = [device] if device.type == "cuda" else []
+    kwargs = dict(generate_kwargs, eos_token_id=sorted(eos), pad_token_id=pad_id, use_cache=True)
+    was_training = model.training
+    model.eval()
+    completions: list[list[int]] = []
+    truncated: list[bool] = []
+    try:
+        with torch.random.fork_rng(devices=devices), _plain_generation_config(model):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(rows), step):
+                batch = rows[start : start + step]
+                w = width or max(len(r) for r in batch)
+                ids, attn = _left_pad(batch, pad_id, w, device)
+                out = model.generate(input_ids=ids, attention_mask=attn, **kwargs)  # [B, w + T_new]
+                for row in out[:, w:].tolist():
+                    comp, trunc = split_completion(row, eos)
+                    completions.append(comp)
+                    truncated.append(trunc)
+    finally:
+        model.train(was_training)
+    texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+    return Generation(prompt_ids=rows, completion_ids=completions, texts=texts, truncated=truncated)
+
+
+def check_sampling_args(
+    num_samples: int, max_new_tokens: int, temperature: float, top_p: float
+) -> None:
+    if num_samples < 1 or max_new_tokens < 1:
+        raise ValueError(
+            f"num_samples and max_new_tokens must be >= 1: {num_samples}, {max_new_tokens}"
+        )
+    if not temperature > 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
 
 
 @torch.no_grad()
@@ -110,46 +170,8 @@ def generate(
     CPU/CUDA generators are forked and reseeded inside). ``batch_size`` bounds how many sequences
     go through ``generate`` at once (default: all N).
     """
-    if num_samples < 1 or max_new_tokens < 1:
-        raise ValueError(
-            f"num_samples and max_new_tokens must be >= 1: {num_samples}, {max_new_tokens}"
-        )
-    if not temperature > 0 or not 0 < top_p <= 1:
-        raise ValueError(f"need temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-    eos = _eos_ids(tokenizer, model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
-    encoded = [_encode(tokenizer, p) for p in prompts]
-    rows = [ids for ids in encoded for _ in range(num_samples)]  # [N] samples contiguous
-    step = max(1, batch_size or len(rows))
-    device = next(model.parameters()).device
-    devices = [device] if device.type == "cuda" else []
-    was_training = model.training
-    model.eval()
-    completions: list[list[int]] = []
-    truncated: list[bool] = []
-    try:
-        with torch.random.fork_rng(devices=devices), _plain_generation_config(model):
-            if seed is not None:
-                torch.manual_seed(seed)
-            for start in range(0, len(rows), step):
-                ids, attn = _left_pad(rows[start : start + step], pad_id, device)
-                out = model.generate(
-                    input_ids=ids,
-                    attention_mask=attn,
-                    do_sample=True,
-                    temperature=temperature,
-                    top_p=top_p,
-                    top_k=0,
-                    max_new_tokens=max_new_tokens,
-                    eos_token_id=sorted(eos),
-                    pad_token_id=pad_id,
-                    use_cache=True,
-                )  # [B, S_prompt + T_new]
-                for row in out[:, ids.shape[1] :].tolist():
-                    comp, trunc = split_completion(row, eos)
-                    completions.append(comp)
-                    truncated.append(trunc)
-    finally:
-        model.train(was_training)
-    texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
-    return Generation(prompt_ids=rows, completion_ids=completions, texts=texts, truncated=truncated)
+    check_sampling_args(num_samples, max_new_tokens, temperature, top_p)
+    kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                  max_new_tokens=max_new_tokens)  # fmt: skip
+    return sample_completions(model, tokenizer, prompts, num_samples=num_samples, seed=seed,
+                              batch_size=batch_size, generate_kwargs=kwargs)  # fmt: skip
