@@ -23,7 +23,9 @@ import numpy as np
 #: (file stem, title, key patterns); a pattern may hold `*` (e.g. eval/avg@* matches avg@8).
 PANELS: list[tuple[str, str, list[str]]] = [
     ("reward", "reward (mean)", ["reward/mean"]),
-    ("eval_accuracy", "eval accuracy", ["eval/avg@*", "eval/pass@1"]),
+    # pass@1 (unbiased) equals avg@k, so the panel shows avg@k (± its standard error) and the
+    # pass@k' for k' >= 2.
+    ("eval_accuracy", "eval accuracy (avg@k ± SE, pass@k)", ["eval/avg@*", "eval/pass@[2-9]*"]),
     ("completion_length", "completion length (tokens)", ["completions/mean_length"]),
     ("clip_ratio", "clip ratios", ["clip_ratio/low", "clip_ratio/high", "clip_ratio/region"]),
     ("traj_log_ratio", "trajectory log-ratio Σ_t ρ", ["log_ratio/traj_mean", "log_ratio/traj_max"]),
@@ -149,7 +151,8 @@ def resolve_keys(patterns: list[str], runs: list[Run]) -> list[str]:
     keys: list[str] = []
     for pat in patterns:
         for k in present:
-            if fnmatch.fnmatchcase(k, pat) and k not in keys:
+            # a `<key>_se` series is drawn as the band around `<key>`, not as a line of its own
+            if fnmatch.fnmatchcase(k, pat) and k not in keys and not k.endswith("_se"):
                 keys.append(k)
     return keys
 
@@ -174,10 +177,15 @@ def draw_panel(ax, runs: list[Run], keys: list[str], title: str, smooth: int) ->
                 markersize=3,
                 label=label,
             )
-            data.setdefault(run.label, {})[key] = {
+            entry = {
                 "step": steps.tolist(),
                 "value": [None if math.isnan(v) else v for v in values.tolist()],
             }
+            se_steps, se = series(run.records, key + "_se", 0)
+            if len(se_steps) == len(steps) and np.array_equal(se_steps, steps):
+                ax.fill_between(steps, values - se, values + se, color=color, alpha=0.2, lw=0)
+                entry["se"] = [None if math.isnan(v) else v for v in se.tolist()]
+            data.setdefault(run.label, {})[key] = entry
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)

@@ -31,6 +31,9 @@ def write_run(root, name, method, n=20, slope=0.03, eval_every=5):
             }
             if step % eval_every == 0:
                 rec["eval/avg@4"] = 0.05 * step
+                rec["eval/avg@4_se"] = 0.01
+                rec["eval/pass@1"] = 0.05 * step
+                rec["eval/pass@4"] = 0.08 * step
             f.write(json.dumps(rec) + "\n")
     return run
 
@@ -51,6 +54,9 @@ def test_plots_two_runs_overlaid(tmp_path, capsys):
     assert set(reward) == {"grpo", "tic_grpo"}
     assert reward["tic_grpo"]["reward/mean"]["value"][0] == pytest.approx(0.15)
     assert data["panels"]["eval_accuracy"]["grpo"]["eval/avg@4"]["step"] == [5, 10, 15, 20]
+    # the standard error is the band around avg@k, not a line; pass@1 duplicates avg@k
+    assert set(data["panels"]["eval_accuracy"]["grpo"]) == {"eval/avg@4", "eval/pass@4"}
+    assert data["panels"]["eval_accuracy"]["grpo"]["eval/avg@4"]["se"] == [0.01] * 4
     assert data["panels"]["traj_log_ratio"]["grpo"]["log_ratio/traj_max"]["value"][3] is None
     assert set(data["panels"]["clip_ratio"]["grpo"]) == {"clip_ratio/low", "clip_ratio/high"}
 
