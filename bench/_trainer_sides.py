@@ -245,6 +245,7 @@ def run_ours_trainer(
         "dtype": "float32",
         "seed": args.seed,
         "gradient_checkpointing": args.gradient_checkpointing,
+        "reuse_onpolicy_logp": not getattr(args, "no_reuse_logp", False),
     }
     cfg = C.build_config(preset="tiny", overrides=[f"{k}={v}" for k, v in overrides.items()])
     meter = RssPeak()

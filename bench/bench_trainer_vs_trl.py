@@ -86,6 +86,7 @@ def _workload_argv(args: argparse.Namespace) -> list[str]:
     keys = ["prompts", "group", "max_new_tokens", "inner_steps", "steps", "warmup", "lr"]
     keys += ["max_grad_norm", "seed", "threads", "ours", "hidden", "layers"]
     argv = ["--gradient-checkpointing"] if args.gradient_checkpointing else []
+    argv += ["--no-reuse-logp"] if args.no_reuse_logp else []
     for k in keys:
         if getattr(args, k) is not None:
             argv += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
@@ -127,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--hidden", type=int, default=None, help="re-initialise wider (default 64)")
     p.add_argument("--layers", type=int, default=None, help="re-initialise deeper (default 2)")
+    p.add_argument(
+        "--no-reuse-logp",
+        action="store_true",
+        help="ours: always run the separate old-log-prob pass (reuse_onpolicy_logp=false)",
+    )
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

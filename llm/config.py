@@ -85,8 +85,12 @@ class TrainConfig:
     """Sampling temperature (the log-probs are of the same tempered distribution)."""
     top_p: float = 1.0
     """Nucleus sampling threshold; 1.0 samples from the full distribution."""
+    generation: str = "plain"
+    """Sampling path: plain (llm.rollout.generate, dynamic KV cache; the reference) | static
+    (llm.generation_fast.generate_fast: static KV cache, decode step compiled on CUDA)."""
     generation_batch_size: int = 0
-    """Sequences per generate call; 0 means all N at once."""
+    """Sequences per generate call; 0 means all N at once on CPU and, on CUDA, the largest
+    batch whose KV cache fits in free memory (llm.generation_fast.auto_batch_size)."""
     # -- method --
     method: str = "grpo"
     """Estimator: grpo | tic_grpo | gspo | dapo | dr_grpo | pg (rows of ticgrpo.METHODS)."""
@@ -145,6 +149,11 @@ class TrainConfig:
     """Linear learning-rate warmup over this many optimiser steps."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold on the global norm; 0 disables clipping."""
+    reuse_onpolicy_logp: bool = True
+    """Skip the separate old-log-prob pass when it is redundant: with one inner step over the
+    whole rollout (epochs_per_rollout=1, one mini-batch), or under no_is, θ = θ_old when the
+    loss is formed, so old_logp is the training forward's own log-probs, detached (same values
+    and gradient; entropy is logged from that forward). False always runs the separate pass."""
     logprob_chunk_size: int = 1024
     """Token positions per lm_head chunk in the log-prob pass (memory vs speed)."""
     # -- loop --

@@ -13,6 +13,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 OPTIMIZERS = ("sgd", "adamw")
 ON_BAD_ROWS = ("raise", "skip")
 SCHEMAS = ("auto", "dapo", "plain", "fields")
+GENERATIONS = ("plain", "static")
 
 
 def _choice(problems, name, value, allowed, suggest) -> None:
@@ -145,6 +146,7 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
     _choice(problems, "optimizer", cfg.optimizer, OPTIMIZERS, suggest)
     _choice(problems, "on_bad_rows", cfg.on_bad_rows, ON_BAD_ROWS, suggest)
     _choice(problems, "data_schema", cfg.data_schema, SCHEMAS, suggest)
+    _choice(problems, "generation", cfg.generation, GENERATIONS, suggest)
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         problems.append(f"device={cfg.device!r} must be auto, cpu, cuda or cuda:N")
     from llm.tasks import TASKS

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llm.generation_fast import auto_batch_size, generate_fast
 from llm.logprobs import token_logprobs
-from llm.rollout import Generation, generate
+from llm.rollout import Generation, _encode, generate
+
+GENERATIONS = ("plain", "static")  # llm.rollout.generate | llm.generation_fast.generate_fast
 
 
 @dataclass
@@ -80,6 +83,28 @@ def _score(gen: Generation, answers: list[str], reward: Callable) -> torch.Tenso
     return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
+def sampling_batch_size(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    num_samples: int,
+    max_new_tokens: int,
+    given: int | None,
+) -> int:
+    """Sequences per ``generate`` call: ``given`` when set; else all ``len(prompts)·num_samples``
+    on CPU, and on CUDA the largest batch whose KV cache fits in free memory
+    (``llm.generation_fast.auto_batch_size`` at the longest prompt, capped at all)."""
+    n = len(prompts) * num_samples
+    if given:
+        return given
+    param = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    if param is None or param.device.type != "cuda":
+        return n
+    width = max(len(_encode(tokenizer, p)) for p in prompts)
+    return auto_batch_size(model, prompt_len=width, max_new_tokens=max_new_tokens, limit=n)
+
+
 def _take(gen: Generation, rows: Sequence[int]) -> Generation:
     return Generation(
         prompt_ids=[gen.prompt_ids[i] for i in rows],
@@ -114,6 +139,7 @@ def _round(
     overlong_scale,
     stats: dict | None,
     comm,
+    generation: str = "plain",
 ) -> list[tuple[tuple, bool]]:
     """One generation round: ``[(group item, rewards all equal)]`` per prompt of ``pairs``.
 
@@ -121,17 +147,15 @@ def _round(
     """
     prompts = [p for p, _ in pairs]
     answers = [a for _, a in pairs for _ in range(group_size)]
-    gen = generate(
-        model,
-        tokenizer,
-        prompts,
-        num_samples=group_size,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        batch_size=batch_size,
-    )
+    if generation not in GENERATIONS:
+        raise ValueError(f"generation={generation!r} is not one of {list(GENERATIONS)}")
+    batch_size = sampling_batch_size(model, tokenizer, prompts, num_samples=group_size,
+                                     max_new_tokens=max_new_tokens, given=batch_size)  # fmt: skip
+    sampler = generate_fast if generation == "static" else generate
+    gen = sampler(
+        model, tokenizer, prompts, num_samples=group_size, max_new_tokens=max_new_tokens,
+        temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size,
+    )  # fmt: skip
     raw = _score(gen, answers, reward)  # [n]
     lengths = torch.tensor([len(c) for c in gen.completion_ids])
     shaped = raw + overlong_penalty(lengths, max_new_tokens, overlong_buffer, overlong_scale)
@@ -174,6 +198,7 @@ def collect(
     dynamic_sampling: bool = False,
     max_rounds: int = 0,
     comm=None,
+    generation: str = "plain",
 ) -> Experience:
     """Generate, score and (optionally) filter one rollout of ``num_prompts`` groups.
 
@@ -186,6 +211,10 @@ def collect(
     round runs while ANY rank is short (the decision is summed over ranks, so all ranks take the
     same number of stream draws); a rank already full skips generating its slice of that round.
     The statistics are computed on the union of all ranks' first rounds.
+
+    ``generation`` picks the sampler ("plain": ``llm.rollout.generate``, "static":
+    ``llm.generation_fast.generate_fast``); ``batch_size`` None or 0 resolves through
+    ``sampling_batch_size``.
     """
     kept: list[tuple[Generation, torch.Tensor, torch.Tensor, list[str], list[str]]] = []
     spare: list = []  # zero-signal groups, used only if refilling runs out of rounds
@@ -199,7 +228,8 @@ def collect(
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                             seed=seed * 1000 + rounds, batch_size=batch_size,
                             overlong_buffer=overlong_buffer, overlong_scale=overlong_scale,
-                            stats=stats if rounds == 0 else None, comm=comm)  # fmt: skip
+                            stats=stats if rounds == 0 else None, comm=comm,
+                            generation=generation)  # fmt: skip
             for item, is_flat in groups:
                 (spare if dynamic_sampling and is_flat else kept).append(item)
         rounds += 1

@@ -31,7 +31,7 @@ from llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from llm.experience import collect, sequence_logprobs
 from llm.logging import RunLogger
 from llm.setup import DataStream, load_data, load_model, make_optimizer, prepare_run
-from llm.update import inner_steps
+from llm.update import inner_steps, reuses_onpolicy_logp
 from ticgrpo import group_advantages
 
 
@@ -215,20 +215,23 @@ def _train_step(
             temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
             batch_size=cfg.generation_batch_size or None, overlong_buffer=cfg.overlong_buffer,
             overlong_scale=cfg.overlong_penalty, dynamic_sampling=cfg.dynamic_sampling,
-            max_rounds=cfg.dynamic_sampling_max_rounds, comm=comm,
+            max_rounds=cfg.dynamic_sampling_max_rounds, comm=comm, generation=cfg.generation,
         )  # fmt: skip
     t_gen = time.perf_counter()
     # 2. advantages [N] and the rows the loss sees
     exp.advantages = _advantages(exp, cfg)
     if cfg.mask_truncated:
         exp.weights = 1.0 - torch.tensor(exp.gen.truncated, dtype=torch.float32)
-    # 3. old (and reference) log-probs [N, T] from the training forward pass, not sampling scores
+    # 3. old (and reference) log-probs [N, T] from the training forward pass, not sampling scores;
+    # skipped when the only gradient is taken at θ_old (the update then reuses its own forward)
     micro = cfg.microbatch_size or cfg.minibatch_size or len(exp)
     model.train()
-    exp.old_logp, entropy = sequence_logprobs(
-        model, exp, pad_id=pad_id, microbatch=micro, chunk_size=cfg.logprob_chunk_size,
-        with_entropy=True,
-    )  # fmt: skip
+    entropy = None
+    if not reuses_onpolicy_logp(cfg):
+        exp.old_logp, entropy = sequence_logprobs(
+            model, exp, pad_id=pad_id, microbatch=micro, chunk_size=cfg.logprob_chunk_size,
+            with_entropy=True,
+        )  # fmt: skip
     if ref_model is not None:
         exp.ref_logp, _ = sequence_logprobs(
             ref_model,
@@ -244,6 +247,7 @@ def _train_step(
     upd = inner_steps(model, optimizer, scheduler, exp, cfg, step=step, pad_id=pad_id,
                       inject_nan=inject, comm=comm)  # fmt: skip
     t_upd = time.perf_counter()
+    entropy = upd.entropy if entropy is None else entropy  # [N, T] under θ_old
     state["step"], state["data_pos"] = step, stream.position
     state["skipped_steps"] += upd.skipped
     tokens = int(exp.lengths.sum())

@@ -10,6 +10,13 @@ No-IS ablation (``no_is``): the loss gradient at ``θ_old`` over the whole rollo
 (ratio ≡ 1, so it is ``(1/L_i) A_i Σ_t ∇ log π_old`` with the method's aggregation) and every one of
 the K steps applies that same gradient.
 
+On-policy reuse (``reuses_onpolicy_logp``): when the rollout is consumed by exactly one inner
+step (one epoch, one mini-batch of all N rows) or by the no-IS pass, that step's forward runs at
+``θ = θ_old``, so ``old_logp`` is its own log-probs, detached: the trainer then leaves
+``exp.old_logp`` empty and the separate no-grad pass is skipped (TRL does the same when
+``num_iterations == 1``). The loss value and its gradient are those of the separate pass up to
+float rounding of a differently batched forward (the ratio is exactly 1 instead of 1 ± ulp).
+
 Numerics: a step whose loss or gradient is not finite never reaches the weights: the gradient
 is dropped, the optimiser is not stepped, and the step is counted as skipped.
 """
@@ -32,6 +39,20 @@ class UpdateResult:
     metrics: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     skipped: int = 0
+    entropy: torch.Tensor | None = None  # [N, T] at θ_old, when the old log-probs were reused
+
+
+def reuses_onpolicy_logp(cfg) -> bool:
+    """True when the separate old-log-prob pass is redundant and ``cfg`` allows skipping it.
+
+    Redundant: every gradient of the rollout is taken at ``θ_old`` — under ``no_is`` (its one
+    pass is at ``θ_old`` by construction), or with ``epochs_per_rollout = 1`` and one mini-batch
+    holding all ``N = P·G`` rows (``minibatch_size`` 0 or N; N is global under data parallel).
+    """
+    if not cfg.reuse_onpolicy_logp:
+        return False
+    n = cfg.prompts_per_step * cfg.group_size
+    return cfg.no_is or (cfg.epochs_per_rollout == 1 and cfg.minibatch_size in (0, n))
 
 
 class MetricMean:
@@ -92,10 +113,13 @@ def _minibatch_loss(
     at_old: bool,
     acc: MetricMean,
     comm=None,
+    entropy: torch.Tensor | None = None,
 ) -> float:
     """Accumulate ``∇ loss`` of the rows (micro-batch by micro-batch); return the loss value.
 
-    ``at_old``: use the current log-probs, detached, as ``old_logp`` (ratio ≡ 1: the no-IS pass).
+    ``at_old``: use the current log-probs, detached, as ``old_logp`` (ratio ≡ 1: the no-IS pass
+    and the on-policy single step). ``entropy`` ([N, T], optional) receives the rows' per-token
+    entropies from the same forward (0 on padding).
     ``comm`` (data parallel, ``llm.dist_train.Comm``): ``rows`` are this rank's share of the
     mini-batch; the normalisers become the sums over ranks and the returned value is this rank's
     part of the global loss (the parts sum to it).
@@ -109,12 +133,17 @@ def _minibatch_loss(
     total = 0.0
     for start in range(0, len(rows), micro):
         batch = collate(exp, rows[start : start + micro], pad_id, device)
-        logp = forward_logprobs(model, batch, chunk_size=cfg.logprob_chunk_size).logp  # [m, T]
+        fwd = forward_logprobs(
+            model, batch, chunk_size=cfg.logprob_chunk_size, with_entropy=entropy is not None
+        )
+        logp, width = fwd.logp, batch.mask.shape[1]  # [m, T]
+        if entropy is not None:
+            entropy[batch.rows, :width] = (fwd.entropy.detach() * batch.mask).float().cpu()
+        # detached before any injected NaN, like the separately computed old log-probs
+        old = logp.detach() if at_old else exp.old_logp[batch.rows, :width].to(device)
         if inject_nan:
             logp = logp + float("nan")
-        width = batch.mask.shape[1]
         mask = batch.mask & (weights[batch.rows] > 0).to(device)[:, None]  # [m, T]
-        old = logp.detach() if at_old else exp.old_logp[batch.rows, :width].to(device)
         options = loss_options(cfg, num_seqs=num_seqs, num_tokens=num_tokens)
         if cfg.beta > 0:
             options["ref_logp"] = exp.ref_logp[batch.rows, :width].to(device)
@@ -169,29 +198,29 @@ def inner_steps(
     ``minibatch_size / world`` rows of every rank, drawn from a per-rank shuffle seeded by
     ``(seed, step, rank)``; the global mini-batch is the union, its normalisers global.
     """
+    reuse = exp.old_logp is None  # the trainer skipped the separate pass: θ = θ_old here
+    if reuse and not reuses_onpolicy_logp(cfg):
+        raise ValueError(
+            "exp.old_logp is missing, but the inner steps leave θ_old after the first step "
+            "(epochs_per_rollout > 1 or several mini-batches): compute it with "
+            "llm.experience.sequence_logprobs"
+        )
     n = len(exp)
     mini = cfg.minibatch_size or n * (comm.world_size if comm else 1)
     if comm is not None:
         mini //= comm.world_size
     num_steps = cfg.epochs_per_rollout * (n // mini)
     acc, result = MetricMean(), UpdateResult()
-    lr = float(
-        optimizer.param_groups[0]["lr"]
-    )  # the rate these steps use (before the schedule moves)
+    lr = float(optimizer.param_groups[0]["lr"])  # the rate of these steps (before the schedule)
+    if reuse:
+        result.entropy = torch.zeros((n, int(exp.lengths.max())), dtype=torch.float32)
     model.train()
     optimizer.zero_grad(set_to_none=True)
     if cfg.no_is:
         loss = _minibatch_loss(
-            model,
-            exp,
-            torch.arange(n),
-            cfg,
-            pad_id=pad_id,
-            inject_nan=inject_nan,
-            at_old=True,
-            acc=acc,
-            comm=comm,
-        )
+            model, exp, torch.arange(n), cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=True,
+            acc=acc, comm=comm, entropy=result.entropy,
+        )  # fmt: skip
         grads = [(p, p.grad.detach().clone()) for p in model.parameters() if p.grad is not None]
         for _ in range(num_steps):
             for p, g in grads:
@@ -206,8 +235,8 @@ def inner_steps(
         for start in range(0, n, mini):
             rows = order[start : start + mini]
             loss = _minibatch_loss(
-                model, exp, rows, cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=False,
-                acc=acc, comm=comm,
+                model, exp, rows, cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=reuse,
+                acc=acc, comm=comm, entropy=result.entropy,
             )  # fmt: skip
             applied, norm, total = _guarded_step(model, optimizer, scheduler, cfg, loss, comm)
             _count(result, acc, applied, norm, total)
