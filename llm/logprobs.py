@@ -180,6 +180,9 @@ class _LinearLogProbs(torch.autograd.Function):
         ctx.save_for_backward(hidden, weight, bias, targets, lse, entropy)
         ctx.temperature, ctx.chunk_size, ctx.with_entropy = temperature, chunk_size, with_entropy
         ctx.mark_non_differentiable(lse)
+        # An output the loss does not use (often the entropy) then arrives in backward as None,
+        # not as zeros, so backward skips that branch's extra [chunk, V] pass.
+        ctx.set_materialize_grads(False)
         return logp, entropy
 
     @staticmethod

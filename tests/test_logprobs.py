@@ -282,3 +282,28 @@ def test_gradient_checkpointing_model_matches_naive() -> None:
     fast = _param_grads(model, token_logprobs, ids, mask, with_entropy=True, chunk_size=5)
     for name in ref:
         torch.testing.assert_close(fast[name], ref[name], rtol=1e-10, atol=1e-12)
+
+
+def test_unused_entropy_costs_no_extra_backward_work(model64) -> None:
+    """With the entropy computed but not in the loss, backward does exactly the logp-only work."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    ids, mask = padded_batch(13, batch=2, seq=9, max_left=2, max_right=1)
+    counts = []
+    for with_entropy in (False, True):
+        out = token_logprobs(model64, ids, mask, with_entropy=with_entropy, chunk_size=4)
+        model64.zero_grad(set_to_none=True)
+        with CountOps() as ops:
+            out.logp.sum().backward()
+        counts.append(ops.count)
+    model64.zero_grad(set_to_none=True)
+    assert counts[0] == counts[1]
