@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm.distributed import gather_list, prompt_shard, reduce_metrics
+from tests.torchrun_util import torchrun
 from ticgrpo import METHODS, group_advantages, policy_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,21 +134,8 @@ def worker(out_dir: str) -> None:
 
 
 def run_torchrun(out_dir: Path, timeout_s: float = 90.0) -> subprocess.CompletedProcess:
-    """2-rank gloo run of this file; the whole process group is killed on timeout."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    cmd += [__file__, "--worker", str(out_dir)]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {timeout_s}s:\n{out[-4000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+    """2-rank gloo run of this file."""
+    return torchrun([__file__, "--worker", str(out_dir)], cwd=ROOT, timeout_s=timeout_s)
 
 
 @pytest.fixture(scope="module")

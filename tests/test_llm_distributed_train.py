@@ -10,9 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import torch
 from llm import config as C
 from llm.experience import Experience
 from llm.rollout import Generation
+from tests.torchrun_util import torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 P, G, V, T = 4, 3, 53, 5  # 4 prompts × 3 samples over 2 ranks: 2 whole groups each
@@ -174,30 +172,6 @@ def worker(out_dir: str) -> None:
         (Path(out_dir) / f"rank{comm.rank}.json").write_text(json.dumps(report))
     finally:
         teardown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(args: list[str], *, cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    """2 local ranks on a free port; the whole process group is killed on timeout."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-           "--master-addr=127.0.0.1", f"--master-port={free_port()}", *args]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {timeout_s}s:\n{out[-4000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
 
 
 @pytest.fixture(scope="module")
