@@ -246,6 +246,7 @@ def run_ours_trainer(
         "seed": args.seed,
         "gradient_checkpointing": args.gradient_checkpointing,
         "reuse_onpolicy_logp": not getattr(args, "no_reuse_logp", False),
+        "microbatch_tokens": getattr(args, "microbatch_tokens", 0) or 0,
     }
     cfg = C.build_config(preset="tiny", overrides=[f"{k}={v}" for k, v in overrides.items()])
     meter = RssPeak()

@@ -84,7 +84,7 @@ def _spawn(args: argparse.Namespace, side: str, paths: dict, result: Path) -> di
 
 def _workload_argv(args: argparse.Namespace) -> list[str]:
     keys = ["prompts", "group", "max_new_tokens", "inner_steps", "steps", "warmup", "lr"]
-    keys += ["max_grad_norm", "seed", "threads", "ours", "hidden", "layers"]
+    keys += ["max_grad_norm", "seed", "threads", "ours", "hidden", "layers", "microbatch_tokens"]
     argv = ["--gradient-checkpointing"] if args.gradient_checkpointing else []
     argv += ["--no-reuse-logp"] if args.no_reuse_logp else []
     for k in keys:
@@ -132,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-reuse-logp",
         action="store_true",
         help="ours: always run the separate old-log-prob pass (reuse_onpolicy_logp=false)",
+    )
+    p.add_argument(
+        "--microbatch-tokens",
+        type=int,
+        default=0,
+        help="ours: length-aware micro-batches of at most this many padded tokens (0: off)",
     )
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)

@@ -133,6 +133,13 @@ class TrainConfig:
     microbatch_size: int = 0
     """Sequences per forward/backward pass (gradient accumulation); must divide minibatch_size;
     0 means minibatch_size."""
+    microbatch_tokens: int = 0
+    """Length-aware micro-batching: > 0 sorts each mini-batch's rows by prompt + completion
+    length and cuts it into micro-batches of at most this many PADDED tokens (rows × the
+    micro-batch's longest prompt + longest completion; a longer row goes alone), at most
+    microbatch_size rows each when that is set; the old/reference log-prob passes do the same.
+    The loss normalisers stay the mini-batch's, so the gradient is unchanged (up to float
+    rounding); only padding FLOPs go. 0 means fixed micro-batches of microbatch_size rows."""
     epochs_per_rollout: int = 1
     """Passes over the rollout; inner steps K = epochs_per_rollout · N / minibatch_size."""
     optimizer: str = "adamw"

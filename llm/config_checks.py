@@ -116,6 +116,12 @@ def _check_distributed(cfg, problems: list[str], world: int) -> None:
             "(each rank takes minibatch_size/world rows of its own groups per optimiser step)"
         )
         return
+    if cfg.microbatch_tokens:
+        problems.append(
+            f"distributed: microbatch_tokens={cfg.microbatch_tokens} would give the ranks "
+            "different numbers of forward passes (FSDP needs them in lockstep); set "
+            "microbatch_tokens=0 and use microbatch_size"
+        )
     local = mini // world
     if cfg.microbatch_size and local % cfg.microbatch_size:
         problems.append(
@@ -162,7 +168,7 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
             "minibatch_size", "microbatch_size", "generation_batch_size", "max_prompt_tokens",
             "warmup_steps", "max_grad_norm", "weight_decay", "samples_every", "num_samples_shown",
             "eval_every", "eval_max_new_tokens", "eval_limit", "save_every", "num_threads",
-            "dynamic_sampling_max_rounds",
+            "dynamic_sampling_max_rounds", "microbatch_tokens",
         ),
         allow_zero=True,
     )  # fmt: skip

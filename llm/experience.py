@@ -297,6 +297,46 @@ def collate(exp: Experience, rows: torch.Tensor, pad_id: int, device) -> Batch:
     return Batch(ids.to(device), attn.to(device), mask.to(device), rows)
 
 
+def padded_widths(exp: Experience, rows: torch.Tensor) -> torch.Tensor:
+    """``[m]`` prompt + completion length of each of ``rows`` (tokens the row itself occupies)."""
+    prompts, comps = exp.gen.prompt_ids, exp.gen.completion_ids
+    return torch.tensor([len(prompts[i]) + len(comps[i]) for i in rows.tolist()], dtype=torch.long)
+
+
+def microbatches(
+    exp: Experience, rows: torch.Tensor, *, max_rows: int, max_tokens: int = 0
+) -> list[torch.Tensor]:
+    """Split ``rows`` ``[m]`` into micro-batches (lists of rollout indices).
+
+    ``max_tokens = 0``: consecutive runs of ``max_rows`` rows (``0``: all), in the given order.
+    ``max_tokens > 0`` (length-aware): rows sorted by prompt + completion length (longest first,
+    ties in the given order), then cut greedily so that each micro-batch's PADDED area
+    ``rows · (longest prompt + longest completion)`` stays within ``max_tokens`` (a single row
+    longer than the budget goes alone) and, when ``max_rows > 0``, it has at most ``max_rows``
+    rows. ``collate`` pads each micro-batch only to its own longest prompt and completion, so
+    similar lengths together waste little padding. Every row appears exactly once.
+    """
+    m = len(rows)
+    if max_tokens <= 0:
+        step = max_rows or m
+        return [rows[s : s + step] for s in range(0, m, step)]
+    order = torch.argsort(padded_widths(exp, rows), descending=True, stable=True)
+    sorted_rows = rows[order]
+    p_len = [len(exp.gen.prompt_ids[i]) for i in sorted_rows.tolist()]
+    c_len = [len(exp.gen.completion_ids[i]) for i in sorted_rows.tolist()]
+    out, start, p_max, c_max = [], 0, 0, 0
+    for i in range(m):
+        p_new, c_new = max(p_max, p_len[i]), max(c_max, c_len[i])
+        count = i - start + 1
+        full = (max_rows and count > max_rows) or count * (p_new + c_new) > max_tokens
+        if full and count > 1:
+            out.append(sorted_rows[start:i])
+            start, p_new, c_new = i, p_len[i], c_len[i]
+        p_max, c_max = p_new, c_new
+    out.append(sorted_rows[start:])
+    return out
+
+
 def forward_logprobs(model, batch: Batch, *, chunk_size: int, with_entropy: bool = False):
     """``token_logprobs`` of the batch's completion tokens: ``[m, T]`` (and entropy)."""
     return token_logprobs(
@@ -311,16 +351,25 @@ def forward_logprobs(model, batch: Batch, *, chunk_size: int, with_entropy: bool
 
 @torch.no_grad()
 def sequence_logprobs(
-    model, exp: Experience, *, pad_id: int, microbatch: int, chunk_size: int, with_entropy: bool
+    model,
+    exp: Experience,
+    *,
+    pad_id: int,
+    microbatch: int,
+    chunk_size: int,
+    with_entropy: bool,
+    microbatch_tokens: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs ``[N, T]`` of every completion token under ``model`` (float32, 0 on padding),
-    and per-token entropies ``[N, T]`` when asked; computed ``microbatch`` rows at a time."""
+    and per-token entropies ``[N, T]`` when asked; computed ``microbatch`` rows at a time, or
+    (``microbatch_tokens > 0``) in length-sorted micro-batches of at most that many padded
+    tokens (``microbatches``); either way each row lands at its own index."""
     n, t_max = len(exp), int(exp.lengths.max())
     device = next(model.parameters()).device
     logp = torch.zeros((n, t_max), dtype=torch.float32)
     ent = torch.zeros((n, t_max), dtype=torch.float32) if with_entropy else None
-    for start in range(0, n, microbatch):
-        rows = torch.arange(start, min(n, start + microbatch))
+    parts = microbatches(exp, torch.arange(n), max_rows=microbatch, max_tokens=microbatch_tokens)
+    for rows in parts:
         batch = collate(exp, rows, pad_id, device)
         out = forward_logprobs(model, batch, chunk_size=chunk_size, with_entropy=with_entropy)
         width = batch.mask.shape[1]

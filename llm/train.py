@@ -227,20 +227,12 @@ def _train_step(
     micro = cfg.microbatch_size or cfg.minibatch_size or len(exp)
     model.train()
     entropy = None
+    batching = dict(pad_id=pad_id, microbatch=micro, chunk_size=cfg.logprob_chunk_size,
+                    microbatch_tokens=cfg.microbatch_tokens)  # fmt: skip
     if not reuses_onpolicy_logp(cfg):
-        exp.old_logp, entropy = sequence_logprobs(
-            model, exp, pad_id=pad_id, microbatch=micro, chunk_size=cfg.logprob_chunk_size,
-            with_entropy=True,
-        )  # fmt: skip
+        exp.old_logp, entropy = sequence_logprobs(model, exp, with_entropy=True, **batching)
     if ref_model is not None:
-        exp.ref_logp, _ = sequence_logprobs(
-            ref_model,
-            exp,
-            pad_id=pad_id,
-            microbatch=micro,
-            chunk_size=cfg.logprob_chunk_size,
-            with_entropy=False,
-        )
+        exp.ref_logp, _ = sequence_logprobs(ref_model, exp, with_entropy=False, **batching)
     t_lp = time.perf_counter()
     # 4. K inner steps over mini-batches
     inject = step in cfg.debug_inject_nan_logp_at_steps

@@ -2,9 +2,12 @@
 
 Each epoch visits the rollout's N rows in a fresh seeded order, ``minibatch_size`` rows per
 optimiser step, so ``K = epochs · N / minibatch_size``. A mini-batch is processed
-``microbatch_size`` rows at a time with gradient accumulation; ``policy_loss`` receives the
-mini-batch's GLOBAL normalisers (its sequence count, its response-token count, the length budget),
-so the accumulated gradient equals the gradient of the whole mini-batch's loss.
+``microbatch_size`` rows at a time with gradient accumulation — or, with ``microbatch_tokens``,
+in length-sorted micro-batches under a padded-token budget (``llm.experience.microbatches``), so
+short rows are not padded to the longest one; ``policy_loss`` receives the mini-batch's GLOBAL
+normalisers (its sequence count, its response-token count, the length budget), so the accumulated
+gradient equals the gradient of the whole mini-batch's loss however the rows are split. The logged
+metrics are computed once per mini-batch from its detached log-probs, for the same reason.
 
 No-IS ablation (``no_is``): the loss gradient at ``θ_old`` over the whole rollout is computed once
 (ratio ≡ 1, so it is ``(1/L_i) A_i Σ_t ∇ log π_old`` with the method's aggregation) and every one of
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llm.experience import Experience, collate, forward_logprobs
+from llm.experience import Experience, collate, forward_logprobs, microbatches
 from ticgrpo import policy_loss
 
 
@@ -125,33 +128,63 @@ def _minibatch_loss(
     part of the global loss (the parts sum to it).
     """
     device = next(model.parameters()).device
-    micro = cfg.microbatch_size or len(rows)
     weights = exp.loss_weights  # [N] 0 for rows excluded from the loss (mask_truncated)
     num_seqs, num_tokens = len(rows), int((exp.lengths[rows] * (weights[rows] > 0)).sum())
     if comm is not None:  # e.g. DAPO's token_mean divides by the token count of ALL ranks
         num_seqs, num_tokens = (int(v) for v in comm.sum([num_seqs, num_tokens]))
+    options = loss_options(cfg, num_seqs=num_seqs, num_tokens=num_tokens)
+    # detached log-probs of all the rows, in the order of ``rows``, for the metrics
+    seen = torch.zeros((len(rows), int(exp.lengths[rows].max())), dtype=torch.float32)
+    where = {int(r): i for i, r in enumerate(rows.tolist())}
     total = 0.0
-    for start in range(0, len(rows), micro):
-        batch = collate(exp, rows[start : start + micro], pad_id, device)
+    parts = microbatches(exp, rows, max_rows=cfg.microbatch_size, max_tokens=cfg.microbatch_tokens)
+    for part in parts:
+        batch = collate(exp, part, pad_id, device)
         fwd = forward_logprobs(
             model, batch, chunk_size=cfg.logprob_chunk_size, with_entropy=entropy is not None
         )
         logp, width = fwd.logp, batch.mask.shape[1]  # [m, T]
         if entropy is not None:
             entropy[batch.rows, :width] = (fwd.entropy.detach() * batch.mask).float().cpu()
+        seen[[where[int(r)] for r in part.tolist()], :width] = logp.detach().float().cpu()
         # detached before any injected NaN, like the separately computed old log-probs
         old = logp.detach() if at_old else exp.old_logp[batch.rows, :width].to(device)
         if inject_nan:
             logp = logp + float("nan")
         mask = batch.mask & (weights[batch.rows] > 0).to(device)[:, None]  # [m, T]
-        options = loss_options(cfg, num_seqs=num_seqs, num_tokens=num_tokens)
         if cfg.beta > 0:
             options["ref_logp"] = exp.ref_logp[batch.rows, :width].to(device)
         out = policy_loss(logp, old, exp.advantages[batch.rows].to(device), mask, **options)
         out.loss.backward()
         total += float(out.loss.detach())
-        acc.add(out.metrics)
+    acc.add(_minibatch_metrics(exp, rows, seen, options, at_old=at_old, inject_nan=inject_nan))
     return total
+
+
+@torch.no_grad()
+def _minibatch_metrics(
+    exp: Experience,
+    rows: torch.Tensor,
+    logp: torch.Tensor,
+    options: dict,
+    *,
+    at_old: bool,
+    inject_nan: bool,
+) -> dict[str, float]:
+    """``policy_loss`` metrics of the whole mini-batch from its detached log-probs ``[m, T]``.
+
+    Computed once over all ``rows`` rather than averaged over micro-batches, so the logged
+    values (clip fractions, ESS, ``loss/policy`` …) do not depend on how the rows were split.
+    """
+    width = logp.shape[1]
+    old = logp if at_old else exp.old_logp[rows, :width].float()
+    mask = torch.arange(width)[None, :] < exp.lengths[rows][:, None]  # [m, T]
+    mask &= (exp.loss_weights[rows] > 0)[:, None]
+    if "ref_logp" in options:
+        options = {**options, "ref_logp": exp.ref_logp[rows, :width].float()}
+    if inject_nan:
+        logp = logp + float("nan")
+    return policy_loss(logp, old, exp.advantages[rows].float(), mask, **options).metrics
 
 
 def _guarded_step(
