@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.fits import mean_ci, paired_diff_ci
-from analysis.report import make_claim
+from analysis.report import positive_diff_claim
 from paper_figs import fig_open_questions
 
 from ..mdp import init_theta
@@ -65,33 +65,27 @@ def run(ctx: Context) -> list[dict]:
     d_kl = paired_diff_ci(per_seed("β=0.1", "tic_grpo"), per_seed("β=0.1", "grpo"))
     d_rloo = paired_diff_ci(per_seed("G=2 rloo", "tic_grpo"), per_seed("G=2 std", "tic_grpo"))
     return [
-        make_claim(
+        positive_diff_claim(
             "dense_tic_advantage",
             "(open) TIC-GRPO beats GRPO with dense per-token rewards",
             "mean J: TIC − GRPO > 0 (CI above 0)",
-            d_dense["mean"],
-            d_dense["ci"],
-            d_dense["ci"][0] > 0,
+            d_dense,
             experiment="8 open questions",
             detail="same effective step; the advantage is per sequence (return = token sum)",
         ),
-        make_claim(
+        positive_diff_claim(
             "kl_tic_advantage",
             "(open) TIC-GRPO beats GRPO with a KL penalty β = 0.1",
             "mean J: TIC − GRPO > 0 (CI above 0)",
-            d_kl["mean"],
-            d_kl["ci"],
-            d_kl["ci"][0] > 0,
+            d_kl,
             experiment="8 open questions",
             detail="k3 estimator to the initial policy; final KL per setting in data.json",
         ),
-        make_claim(
+        positive_diff_claim(
             "rloo_small_g",
             "(open) At G = 2 RLOO advantages train TIC-GRPO better than std",
             "mean J: RLOO − std > 0 (CI above 0)",
-            d_rloo["mean"],
-            d_rloo["ci"],
-            d_rloo["ci"][0] > 0,
+            d_rloo,
             experiment="8 open questions",
             detail="RLOO is unbiased for ∇J (exp. 1/3); std rescales by 1/σ per prompt",
         ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.fits import fit_rate_shape, mean_ci, paired_diff_ci
-from analysis.report import make_claim
+from analysis.report import make_claim, positive_diff_claim
 from paper_figs import fig_convergence, fig_rate_shape, fig_refresh_clip
 
 from ..exact import expected_update
@@ -92,23 +92,19 @@ def convergence(ctx: Context) -> list[dict]:
     no_is = paired_diff_ci(final("no_is"), final("grpo"))
     finals = ", ".join(f"{k}: {final(k).mean():.3f}" for k in runs)
     return [
-        make_claim(
+        positive_diff_claim(
             "tic_faster_than_grpo",
             "TIC-GRPO converges faster than GRPO (same effective step)",
             "mean J over training: TIC − GRPO > 0 (CI above 0)",
-            fast["mean"],
-            fast["ci"],
-            fast["ci"][0] > 0,
+            fast,
             experiment="4 convergence",
             detail=f"paired over {len(seeds)} seeds, η_eff = 0.3, K = 4, G = 8; final J: {finals}",
         ),
-        make_claim(
+        positive_diff_claim(
             "tic_faster_same_raw_lr",
             "TIC-GRPO converges faster than GRPO at GRPO's raw η",
             "mean J over training: TIC − GRPO > 0",
-            fast_raw["mean"],
-            fast_raw["ci"],
-            fast_raw["ci"][0] > 0,
+            fast_raw,
             experiment="4 convergence",
             detail=f"TIC-GRPO has no 1/T normaliser, so at the same raw η its on-policy step is "
             f"{1 / runs['grpo']['kappa']:.3g}× GRPO's: speed here mixes estimator and step size",
