@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llm.config_checks import GENERATIONS  # "plain": rollout.generate, "static": generate_fast
 from llm.generation_fast import auto_batch_size, generate_fast
 from llm.logprobs import token_logprobs
 from llm.rollout import Generation, _encode, generate
-
-GENERATIONS = ("plain", "static")  # llm.rollout.generate | llm.generation_fast.generate_fast
 
 
 @dataclass
