@@ -104,7 +104,8 @@ def generate_fast(
     check_sampling_args(num_samples, max_new_tokens, 1.0 if greedy else temperature,
                         1.0 if greedy else top_p)  # fmt: skip
     multiple = max(1, pad_to_multiple_of)
-    longest = max(len(_encode(tokenizer, p)) for p in prompts)
+    encoded = [_encode(tokenizer, p) for p in prompts]
+    longest = max(len(ids) for ids in encoded)
     width = -(-longest // multiple) * multiple  # ceil to the multiple: one width for every batch
     if batch_size is None:
         batch_size = auto_batch_size(
@@ -119,5 +120,5 @@ def generate_fast(
         kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     if static_cache:
         kw["cache_implementation"] = "static"
-    return sample_completions(model, tokenizer, prompts, num_samples=num_samples, seed=seed,
+    return sample_completions(model, tokenizer, encoded, num_samples=num_samples, seed=seed,
                               batch_size=batch_size, generate_kwargs=kw, width=width)  # fmt: skip

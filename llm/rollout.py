@@ -94,7 +94,7 @@ def _left_pad(rows: list[list[int]], pad_id: int, width: int, device) -> tuple[t
 def sample_completions(
     model,
     tokenizer,
-    prompts: list[str],
+    encoded: list[list[int]],
     *,
     num_samples: int,
     seed: int | None,
@@ -104,14 +104,14 @@ def sample_completions(
 ) -> Generation:
     """The sampling loop shared by every rollout path (plain here, static cache in generation_fast).
 
-    Encodes each prompt once, repeats it ``num_samples`` times (samples of a prompt contiguous),
+    Takes each prompt's token ids (``_encode``), repeats them ``num_samples`` times (samples of a
+    prompt contiguous),
     left-pads each batch of ``batch_size`` rows (to ``width``, or to the batch's longest prompt),
     calls ``model.generate(**generate_kwargs)`` under a forked, reseeded RNG with the checkpoint's
     generation defaults hidden, and cuts each row after its first EOS.
     """
     eos = _eos_ids(tokenizer, model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
-    encoded = [_encode(tokenizer, p) for p in prompts]
     rows = [ids for ids in encoded for _ in range(num_samples)]  # [N] samples contiguous
     step = max(1, batch_size or len(rows))
     device = next(model.parameters()).device
@@ -173,5 +173,6 @@ def generate(
     check_sampling_args(num_samples, max_new_tokens, temperature, top_p)
     kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
                   max_new_tokens=max_new_tokens)  # fmt: skip
-    return sample_completions(model, tokenizer, prompts, num_samples=num_samples, seed=seed,
+    encoded = [_encode(tokenizer, p) for p in prompts]
+    return sample_completions(model, tokenizer, encoded, num_samples=num_samples, seed=seed,
                               batch_size=batch_size, generate_kwargs=kwargs)  # fmt: skip
