@@ -139,7 +139,8 @@ class TrainConfig:
     micro-batch's longest prompt + longest completion; a longer row goes alone), at most
     microbatch_size rows each when that is set; the old/reference log-prob passes do the same.
     The loss normalisers stay the mini-batch's, so the gradient is unchanged (up to float
-    rounding); only padding FLOPs go. 0 means fixed micro-batches of microbatch_size rows."""
+    rounding); only padding FLOPs go. 0 means fixed micro-batches of microbatch_size rows.
+    Under distributed=true the ranks run the same (largest) number of micro-batches."""
     epochs_per_rollout: int = 1
     """Passes over the rollout; inner steps K = epochs_per_rollout · N / minibatch_size."""
     optimizer: str = "adamw"

@@ -116,12 +116,6 @@ def _check_distributed(cfg, problems: list[str], world: int) -> None:
             "(each rank takes minibatch_size/world rows of its own groups per optimiser step)"
         )
         return
-    if cfg.microbatch_tokens:
-        problems.append(
-            f"distributed: microbatch_tokens={cfg.microbatch_tokens} would give the ranks "
-            "different numbers of forward passes (FSDP needs them in lockstep); set "
-            "microbatch_tokens=0 and use microbatch_size"
-        )
     local = mini // world
     if cfg.microbatch_size and local % cfg.microbatch_size:
         problems.append(

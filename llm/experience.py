@@ -303,7 +303,7 @@ def padded_widths(exp: Experience, rows: torch.Tensor) -> torch.Tensor:
 
 
 def microbatches(
-    exp: Experience, rows: torch.Tensor, *, max_rows: int, max_tokens: int = 0
+    exp: Experience, rows: torch.Tensor, *, max_rows: int, max_tokens: int = 0, count: int = 0
 ) -> list[torch.Tensor]:
     """Split ``rows`` ``[m]`` into micro-batches (lists of rollout indices).
 
@@ -314,7 +314,51 @@ def microbatches(
     longer than the budget goes alone) and, when ``max_rows > 0``, it has at most ``max_rows``
     rows. ``collate`` pads each micro-batch only to its own longest prompt and completion, so
     similar lengths together waste little padding. Every row appears exactly once.
+
+    ``count > 0``: exactly ``count`` micro-batches, at least as many as the rules above give
+    (``ValueError`` otherwise, or if ``count > m``): the micro-batch with the largest padded area
+    is halved (in its order) until there are ``count``. Data-parallel ranks pass the largest
+    count over all ranks, so that every rank runs the same number of forward passes (FSDP's
+    collectives must run in lockstep) while each stays within the budget.
     """
+    parts = _split(exp, rows, max_rows=max_rows, max_tokens=max_tokens)
+    if count <= 0:
+        return parts
+    if count < len(parts) or count > len(rows):
+        raise ValueError(
+            f"cannot cut {len(rows)} rows into exactly {count} micro-batches: the budget "
+            f"(max_rows={max_rows}, max_tokens={max_tokens}) already needs {len(parts)}"
+        )
+    while len(parts) < count:
+        areas = [_padded_area(exp, q) if len(q) > 1 else -1 for q in parts]
+        i = max(range(len(parts)), key=areas.__getitem__)
+        half = (len(parts[i]) + 1) // 2
+        parts[i : i + 1] = [parts[i][:half], parts[i][half:]]
+    return parts
+
+
+def lockstep_microbatches(
+    exp: Experience, rows: torch.Tensor, *, max_rows: int, max_tokens: int = 0, comm=None
+) -> list[torch.Tensor]:
+    """``microbatches``; under data parallel (``comm``) with a token budget, cut into the
+    largest count any rank needs, so that all ranks run the same number of forward passes."""
+    parts = microbatches(exp, rows, max_rows=max_rows, max_tokens=max_tokens)
+    if comm is None or max_tokens <= 0:
+        return parts  # row-count splits of equal per-rank shares already agree across ranks
+    count = max(int(c) for c in comm.gather([len(parts)]))
+    return microbatches(exp, rows, max_rows=max_rows, max_tokens=max_tokens, count=count)
+
+
+def _padded_area(exp: Experience, rows: torch.Tensor) -> int:
+    """Tokens ``collate`` lays out for ``rows``: rows · (longest prompt + longest completion)."""
+    idx = rows.tolist()
+    p_max = max(len(exp.gen.prompt_ids[i]) for i in idx)
+    c_max = max(len(exp.gen.completion_ids[i]) for i in idx)
+    return len(idx) * (p_max + c_max)
+
+
+def _split(exp: Experience, rows: torch.Tensor, *, max_rows: int, max_tokens: int):
+    """``microbatches`` without ``count``."""
     m = len(rows)
     if max_tokens <= 0:
         step = max_rows or m
@@ -358,16 +402,20 @@ def sequence_logprobs(
     chunk_size: int,
     with_entropy: bool,
     microbatch_tokens: int = 0,
+    comm=None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs ``[N, T]`` of every completion token under ``model`` (float32, 0 on padding),
     and per-token entropies ``[N, T]`` when asked; computed ``microbatch`` rows at a time, or
     (``microbatch_tokens > 0``) in length-sorted micro-batches of at most that many padded
-    tokens (``microbatches``); either way each row lands at its own index."""
+    tokens (``microbatches``); either way each row lands at its own index. ``comm`` (data
+    parallel): every rank runs the same number of micro-batches (``lockstep_microbatches``)."""
     n, t_max = len(exp), int(exp.lengths.max())
     device = next(model.parameters()).device
     logp = torch.zeros((n, t_max), dtype=torch.float32)
     ent = torch.zeros((n, t_max), dtype=torch.float32) if with_entropy else None
-    parts = microbatches(exp, torch.arange(n), max_rows=microbatch, max_tokens=microbatch_tokens)
+    parts = lockstep_microbatches(
+        exp, torch.arange(n), max_rows=microbatch, max_tokens=microbatch_tokens, comm=comm
+    )
     for rows in parts:
         batch = collate(exp, rows, pad_id, device)
         out = forward_logprobs(model, batch, chunk_size=chunk_size, with_entropy=with_entropy)

@@ -228,7 +228,7 @@ def _train_step(
     model.train()
     entropy = None
     batching = dict(pad_id=pad_id, microbatch=micro, chunk_size=cfg.logprob_chunk_size,
-                    microbatch_tokens=cfg.microbatch_tokens)  # fmt: skip
+                    microbatch_tokens=cfg.microbatch_tokens, comm=comm)  # fmt: skip
     if not reuses_onpolicy_logp(cfg):
         exp.old_logp, entropy = sequence_logprobs(model, exp, with_entropy=True, **batching)
     if ref_model is not None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llm.experience import Experience, collate, forward_logprobs, microbatches
+from llm.experience import Experience, collate, forward_logprobs, lockstep_microbatches
 from ticgrpo import policy_loss
 
 
@@ -137,7 +137,8 @@ def _minibatch_loss(
     seen = torch.zeros((len(rows), int(exp.lengths[rows].max())), dtype=torch.float32)
     where = {int(r): i for i, r in enumerate(rows.tolist())}
     total = 0.0
-    parts = microbatches(exp, rows, max_rows=cfg.microbatch_size, max_tokens=cfg.microbatch_tokens)
+    parts = lockstep_microbatches(exp, rows, max_rows=cfg.microbatch_size,
+                                  max_tokens=cfg.microbatch_tokens, comm=comm)  # fmt: skip
     for part in parts:
         batch = collate(exp, part, pad_id, device)
         fwd = forward_logprobs(

@@ -33,6 +33,9 @@ CASES = {
     ),
     "grpo_two_minibatches": dict(method="grpo", optimizer="adamw", lr=0.01, minibatch_size=N // 2),
     "no_is": dict(method="grpo", optimizer="sgd", lr=0.5, no_is=True, minibatch_size=N // 2),
+    # a token budget: the ranks' rows have different lengths, so the budget alone would give
+    # them different numbers of forward passes (3 and 2 at 20 tokens); both must run 3
+    "tic_grpo_token_budget": dict(method="tic_grpo", optimizer="sgd", lr=0.5, microbatch_tokens=20),
 }
 
 
@@ -296,6 +299,9 @@ def test_config_rejects_shares_that_are_not_whole(monkeypatch) -> None:
     with pytest.raises(C.ConfigError, match="per-rank mini-batch minibatch_size/world = 64/4"):
         C.build_config(preset="tiny", overrides=["distributed=true", "microbatch_size=32"])
     assert C.build_config(preset="tiny", overrides=["distributed=true"]).distributed
+    # a token budget is allowed: the ranks agree on one micro-batch count (lockstep_microbatches)
+    budget = ["distributed=true", "microbatch_tokens=256"]
+    assert C.build_config(preset="tiny", overrides=budget).microbatch_tokens == 256
     # without distributed=true the world size is not a constraint
     assert C.build_config(preset="tiny", overrides=["prompts_per_step=6", "minibatch_size=6"])
 

@@ -151,6 +151,37 @@ def test_split_is_a_partition_within_budget(prompts, comps, budget, max_rows) ->
         assert max_rows == 0 or len(part) <= max_rows
 
 
+def test_exact_count_halves_the_largest_micro_batch() -> None:
+    exp = _experience([4], [1, 5, 2, 5])  # row totals 5, 9, 6, 9
+    # the budget alone gives [[1, 3], [2, 0]] (areas 18 and 12); a third part halves [1, 3]
+    parts = microbatches(exp, torch.arange(4), max_rows=0, max_tokens=18, count=3)
+    assert [p.tolist() for p in parts] == [[1], [3], [2, 0]]
+    parts = microbatches(exp, torch.arange(4), max_rows=2, count=4)  # the row path too
+    assert [p.tolist() for p in parts] == [[0], [1], [2], [3]]
+    with pytest.raises(ValueError, match="already needs 2"):
+        microbatches(exp, torch.arange(4), max_rows=0, max_tokens=18, count=1)
+    with pytest.raises(ValueError, match="4 rows into exactly 5"):
+        microbatches(exp, torch.arange(4), max_rows=0, max_tokens=18, count=5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    comps=st.lists(st.integers(1, 12), min_size=2, max_size=9),
+    budget=st.integers(1, 80),
+    extra=st.integers(0, 8),
+)
+def test_exact_count_is_a_partition_within_budget(comps, budget, extra) -> None:
+    exp = _experience([3], comps)
+    rows = torch.arange(len(comps))
+    base = microbatches(exp, rows, max_rows=0, max_tokens=budget)
+    count = min(len(comps), len(base) + extra)
+    parts = microbatches(exp, rows, max_rows=0, max_tokens=budget, count=count)
+    assert len(parts) == count
+    assert sorted(torch.cat(parts).tolist()) == rows.tolist()
+    for part in parts:
+        assert len(part) == 1 or collate(exp, part, 0, "cpu").input_ids.numel() <= budget
+
+
 def test_config_checks() -> None:
     cfg = C.build_config(preset="tiny", overrides=["microbatch_tokens=512"])
     assert cfg.microbatch_tokens == 512
