@@ -57,10 +57,21 @@ def summarize(correct: Sequence[int], k: int) -> dict[str, float]:
     return out
 
 
-def _default_generate(*args, **kwargs):
+def _sampler(generation: str) -> Callable:
+    """The sampling function of a ``generation`` path: ``plain`` (``llm.rollout.generate``, the
+    reference) or ``static`` (``llm.generation_fast.generate_fast``: static KV cache, decode step
+    compiled on CUDA, batch size from free memory when none is given)."""
+    from llm.config_checks import GENERATIONS
+
+    if generation not in GENERATIONS:
+        raise ValueError(f"generation must be one of {list(GENERATIONS)}, got {generation!r}")
+    if generation == "static":
+        from llm.generation_fast import generate_fast
+
+        return generate_fast
     from llm.rollout import generate
 
-    return generate(*args, **kwargs)
+    return generate
 
 
 def _default_render(example, tokenizer, *, chat_template: bool = True) -> str:
@@ -93,6 +104,7 @@ def evaluate(
     correct_threshold: float = 0.5,
     generate_fn: Callable | None = None,
     render_fn: Callable | None = None,
+    generation: str = "plain",
 ) -> dict[str, Any]:
     """Sample k completions per example and score them.
 
@@ -100,14 +112,14 @@ def evaluate(
     `eval/mean_length` (completion tokens), `eval/truncated_frac`, `eval/num_problems`,
     `eval/generate_s` (all floats, ready for `RunLogger.log`) and `problems`: one dict per
     example (row, source, answer, num_correct, rewards, lengths, truncated, completions), which
-    a logger should not receive. `generate_fn` / `render_fn` default to `llm.rollout.generate`
-    and `llm.data.render_prompt` (injectable for tests).
+    a logger should not receive. `generation` picks the sampling path (`plain` or `static`, as
+    in training); `generate_fn` / `render_fn` replace it / `llm.data.render_prompt` (tests).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if not examples:
         raise ValueError("evaluate: no examples")
-    generate_fn = generate_fn or _default_generate
+    generate_fn = generate_fn or _sampler(generation)
     render_fn = render_fn or _default_render
     reward_fn = _resolve_reward(reward)
 
@@ -187,7 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", default="auto", help="data schema: auto, plain, dapo")
     p.add_argument("--limit", type=int, help="evaluate only the first N problems")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, help="sequences per generate call (default all)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="sequences per generate call (default: all with plain; from free memory with static)",
+    )
+    p.add_argument(
+        "--generation",
+        default="plain",
+        choices=["plain", "static"],
+        help="sampling path: plain (reference) or static (static KV cache, compiled on CUDA)",
+    )
     p.add_argument("--no-chat-template", action="store_true", help="plain User:/Assistant: prompt")
     p.add_argument("--out", help="folder for eval_results.json (default: print only)")
     return p
@@ -242,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         chat_template=not args.no_chat_template,
+        generation=args.generation,
     )
     problems = result.pop("problems")
     for key, value in result.items():

@@ -51,7 +51,7 @@ def _evaluate(model, tokenizer, examples, reward, cfg, step: int, comm=None) -> 
         k=cfg.eval_k, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
         temperature=cfg.eval_temperature, top_p=cfg.top_p, reward=reward,
         seed=cfg.seed * 7919 + step, batch_size=cfg.generation_batch_size or None,
-        chat_template=cfg.chat_template,
+        chat_template=cfg.chat_template, generation=cfg.generation,
     )  # fmt: skip
     if comm is not None:
         return D.evaluate_sharded(comm, model, tokenizer, examples, **kwargs)

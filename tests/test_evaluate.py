@@ -213,6 +213,26 @@ def test_eval_cli_end_to_end(tiny, tmp_path):
     assert run_eval(tiny, tmp_path / "b")["problems"] == probs  # the seed fixes the samples
 
 
+def test_eval_static_generation_path_gives_the_same_samples(tiny, tmp_path):
+    """--generation static (static KV cache) draws the same samples as the reference path on the
+    tiny model under one seed (tests/test_generation_fast.py holds the sampler itself)."""
+    import llm.generation_fast as F
+
+    calls = []
+    real = F.generate_fast
+    F.generate_fast = lambda *a, **k: calls.append(k) or real(*a, **k)
+    try:
+        fast = run_eval(tiny, tmp_path / "fast", "--generation", "static", "--batch-size", "8")
+    finally:
+        F.generate_fast = real
+    assert len(calls) == 1 and calls[0]["batch_size"] == 8
+    plain = run_eval(tiny, tmp_path / "plain", "--batch-size", "8")
+    assert fast["problems"] == plain["problems"]
+    assert fast["metrics"]["eval/avg@4"] == plain["metrics"]["eval/avg@4"]
+    with pytest.raises(ValueError, match="generation must be one of"):
+        evaluate(None, None, [object()], k=1, max_new_tokens=1, generation="vllm")
+
+
 def test_eval_checkpoint_weights_replace_model(tiny, tmp_path):
     """--model seed0 --checkpoint (weights of seed1) evaluates exactly like --model seed1."""
     from transformers import AutoModelForCausalLM
