@@ -18,7 +18,13 @@
       rate is far above AdamW's 1e-6; 1e-3 with gradient clipping at 1.0 bounds each update's
       norm by 1e-3. Treat it as the first value of a sweep, not a result.
     * temperature 1.0, top_p 1.0 (on-policy sampling), no KL (beta=0), bf16 weights, gradient
-      checkpointing, micro-batches of 4 sequences.
+      checkpointing.
+    * micro-batches: length-sorted, at most 16,384 padded tokens each (microbatch_tokens; the
+      area of 4 full-length rows, so the same activation-memory bound as micro-batches of 4
+      sequences, while shorter rows share a forward pass instead of each being padded to the
+      longest of 4). Exact: the gradient is the same (tests/test_llm_padding.py); on CPU it
+      removed padding worth 1.17x per RL step (docs/PERFORMANCE.md). ``--set
+      microbatch_tokens=0 --set microbatch_size=4`` gives fixed micro-batches of 4.
   The model and data paths are local placeholders: point them at your copies with --set.
 - ``qwen2.5-1.5b``, ``qwen2.5-math-1.5b``, ``qwen3-1.7b``: the paper preset with another model
   path (Qwen3 with a longer budget: its context allows it); ``qwen2.5-1.5b`` uses AdamW at 1e-6,
@@ -66,7 +72,8 @@ PAPER = {
     "temperature": 1.0,
     "top_p": 1.0,
     "minibatch_size": 32,
-    "microbatch_size": 4,
+    "microbatch_size": 0,
+    "microbatch_tokens": 16384,
     "epochs_per_rollout": 4,
     "optimizer": "sgd",
     "lr": 1e-3,

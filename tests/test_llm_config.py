@@ -107,6 +107,8 @@ def test_paper_preset_matches_spec_section_5():
     assert cfg.prompts_per_step * cfg.group_size == 128
     assert cfg.minibatch_size == 32 and cfg.epochs_per_rollout == 4
     assert cfg.optimizer == "sgd" and "Qwen2.5-Math-1.5B" in cfg.model
+    # length-sorted micro-batches bounded by the area of 4 full-length rows
+    assert cfg.microbatch_tokens == 4 * (cfg.max_prompt_tokens + cfg.max_new_tokens)
     with pytest.raises(ValueError, match="did you mean 'paper'"):
         get_preset("papr")
 
