@@ -10,10 +10,10 @@ sequences (a Qwen2 model with random weights; prompt lengths uniform in ``[promp
 prompt_len]``, completion lengths uniform in ``[1, max_completion]``, seeded). Layouts:
 
 - ``padded``: one batch of all rows, each padded to the longest prompt and completion
-  (``llm.experience.collate``, what a trainer without any padding handling does);
+  (``llm.batching.collate``, what a trainer without any padding handling does);
 - ``rows:k``: fixed micro-batches of ``k`` rows in rollout order (``microbatch_size``);
 - ``sorted:B``: length-sorted micro-batches of at most ``B`` padded tokens
-  (``llm.experience.microbatches``, the trainer's ``microbatch_tokens=B``);
+  (``llm.batching.microbatches``, the trainer's ``microbatch_tokens=B``);
 - ``packed:B``: sequences concatenated into rows of at most ``B`` real tokens, positions
   restarting at 0 for each (transformers then masks attention block-diagonally: with ``sdpa`` or
   ``eager`` through a 4D mask over the whole packed row, with ``flash_attention_2`` through
@@ -119,7 +119,7 @@ def packed_logprobs(model, exp, rows: list[int], device) -> tuple[torch.Tensor, 
 def layout_pass(model, exp, layout: str, device) -> tuple[torch.Tensor, int]:
     """Forward + backward of Σ logp under ``layout``; (logp of every completion token in rollout
     order, detached, [Σ c_i]; tokens laid out)."""
-    from llm.experience import collate, forward_logprobs, microbatches
+    from llm.batching import collate, forward_logprobs, microbatches
 
     kind, _, value = layout.partition(":")
     rows = torch.arange(len(exp))

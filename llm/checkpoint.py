@@ -14,15 +14,15 @@ leaves either the previous state or the new one, plus at worst a `.tmp-*` folder
 save deletes. Loading checks the manifest (presence, sizes, hashes) and, when given a run folder,
 falls back with a warning from a partial or corrupt checkpoint to the previous complete one.
 
-One writer per run folder is assumed (the trainer's rank 0).
+One writer per run folder is assumed (the trainer's rank 0). The fsync / hash / delete helpers
+live in ``llm._durable_files``; the RNG snapshot (``rng_state``, ``set_rng_state``, re-exported
+here) in ``llm.rng``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import warnings
@@ -30,9 +30,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
+
+from llm._durable_files import _fsync_path, _remove_tree, _sha256, _write_bytes_durably
+from llm.rng import rng_state, set_rng_state
 
 FORMAT_VERSION = 1
 CKPT_DIRNAME = "checkpoints"
@@ -47,95 +49,6 @@ class CheckpointError(RuntimeError):
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was skipped in favour of an older complete one."""
-
-
-# ---------------------------------------------------------------------------------------------
-# durable file helpers
-
-
-def _fsync_path(path: Path) -> None:
-    """fsync a file or a directory (a directory fsync makes renames inside it durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_bytes_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _remove_tree(path: Path) -> None:
-    """Delete a folder by first renaming it to `.trash-*`: a crash mid-delete leaves no
-    half-deleted folder under a name that looks like a checkpoint."""
-    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
-    os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# RNG streams
-
-
-def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """Snapshot of python `random`, numpy's global RNG, torch CPU, every CUDA device (when CUDA
-    is available) and the named `generators`. Only tensors and plain python values, so the
-    snapshot loads with `torch.load(weights_only=True)`."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-        "torch_cpu": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
-    }
-    return state
-
-
-def set_rng_state(
-    state: Mapping[str, Any], generators: Mapping[str, torch.Generator] | None = None
-) -> None:
-    """Restore a snapshot taken by `rng_state`; every generator named in `generators` must be
-    present in the snapshot."""
-    random.setstate(_as_tuple(state["python"]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch_cpu"])
-    cuda_states = list(state.get("cuda", []))
-    if torch.cuda.is_available() and cuda_states:
-        if len(cuda_states) != torch.cuda.device_count():
-            warnings.warn(
-                f"checkpoint holds {len(cuda_states)} CUDA RNG states but "
-                f"{torch.cuda.device_count()} devices are visible; restoring the common prefix",
-                CheckpointWarning,
-                stacklevel=3,
-            )
-        for device, s in enumerate(cuda_states[: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(s, device)
-    saved = state.get("generators", {})
-    for name, g in (generators or {}).items():
-        if name not in saved:
-            raise CheckpointError(
-                f"generator {name!r} is not in the checkpoint (it holds: {sorted(saved)})"
-            )
-        g.set_state(saved[name])
-
-
-def _as_tuple(x: Any) -> Any:
-    """`random.setstate` wants nested tuples; a round trip may have turned them into lists."""
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 # ---------------------------------------------------------------------------------------------

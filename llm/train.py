@@ -27,8 +27,9 @@ import torch
 
 from llm import config as C
 from llm import dist_train as D
+from llm.batching import sequence_logprobs
 from llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from llm.experience import collect, sequence_logprobs
+from llm.experience import collect
 from llm.logging import RunLogger
 from llm.setup import DataStream, load_data, load_model, make_optimizer, prepare_run
 from llm.update import inner_steps, reuses_onpolicy_logp

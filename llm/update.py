@@ -3,7 +3,7 @@
 Each epoch visits the rollout's N rows in a fresh seeded order, ``minibatch_size`` rows per
 optimiser step, so ``K = epochs · N / minibatch_size``. A mini-batch is processed
 ``microbatch_size`` rows at a time with gradient accumulation — or, with ``microbatch_tokens``,
-in length-sorted micro-batches under a padded-token budget (``llm.experience.microbatches``), so
+in length-sorted micro-batches under a padded-token budget (``llm.batching.microbatches``), so
 short rows are not padded to the longest one; ``policy_loss`` receives the mini-batch's GLOBAL
 normalisers (its sequence count, its response-token count, the length budget), so the accumulated
 gradient equals the gradient of the whole mini-batch's loss however the rows are split. The logged
@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llm.experience import Experience, collate, forward_logprobs, lockstep_microbatches
+from llm.batching import collate, forward_logprobs, lockstep_microbatches
+from llm.experience import Experience
 from ticgrpo import policy_loss
 
 
@@ -237,7 +238,7 @@ def inner_steps(
         raise ValueError(
             "exp.old_logp is missing, but the inner steps leave θ_old after the first step "
             "(epochs_per_rollout > 1 or several mini-batches): compute it with "
-            "llm.experience.sequence_logprobs"
+            "llm.batching.sequence_logprobs"
         )
     n = len(exp)
     mini = cfg.minibatch_size or n * (comm.world_size if comm else 1)
