@@ -137,11 +137,12 @@ def _minibatch_loss(
     # detached log-probs of all the rows, in the order of ``rows``, for the metrics
     seen = torch.zeros((len(rows), int(exp.lengths[rows].max())), dtype=torch.float32)
     where = {int(r): i for i, r in enumerate(rows.tolist())}
-    total = 0.0
+    total, laid, real = 0.0, 0, 0
     parts = lockstep_microbatches(exp, rows, max_rows=cfg.microbatch_size,
                                   max_tokens=cfg.microbatch_tokens, comm=comm)  # fmt: skip
     for part in parts:
         batch = collate(exp, part, pad_id, device)
+        laid, real = laid + batch.attention_mask.numel(), real + int(batch.attention_mask.sum())
         fwd = forward_logprobs(
             model, batch, chunk_size=cfg.logprob_chunk_size, with_entropy=entropy is not None
         )
@@ -160,6 +161,7 @@ def _minibatch_loss(
         out.loss.backward()
         total += float(out.loss.detach())
     acc.add(_minibatch_metrics(exp, rows, seen, options, at_old=at_old, inject_nan=inject_nan))
+    acc.add({"update/padding_frac": 1.0 - real / laid})  # tokens laid out that are padding
     return total
 
 

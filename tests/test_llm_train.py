@@ -96,6 +96,7 @@ def test_each_method_trains_end_to_end(case, tiny_model, tmp_path):
         assert key in rows[-1], key
         assert math.isfinite(rows[-1][key]), key
     assert rows[-1]["update/inner_steps"] == 4  # 2 epochs × 16/8 mini-batches
+    assert 0 <= rows[-1]["update/padding_frac"] < 1
     assert rows[-1]["skipped_steps"] == 0 and last["step"] == 2
     after = final_weights(tmp_path)
     assert any(not torch.equal(before[k], after[k]) for k in after if k in before)
