@@ -142,6 +142,24 @@ def reference_two_minibatches(name: str):
     return model, losses
 
 
+def budget_logprobs(comm=None) -> torch.Tensor:
+    """``sequence_logprobs`` [rows, T] under the budget of case ``tic_grpo_token_budget``: this
+    rank's half of the rollout on the sharded model, or all of it in one process."""
+    from llm.dist_train import shard
+    from llm.experience import sequence_logprobs
+
+    cfg = make_cfg("tic_grpo_token_budget")
+    model = build_model()
+    exp = make_experience(model, cfg)
+    if comm is not None:
+        exp = local_part(exp, range(comm.rank * N // 2, (comm.rank + 1) * N // 2))
+        shard(comm, model)
+    logp, _ = sequence_logprobs(model, exp, pad_id=0, microbatch=N, chunk_size=64,
+                                with_entropy=False, microbatch_tokens=cfg.microbatch_tokens,
+                                comm=comm)  # fmt: skip
+    return logp
+
+
 def full_params(model) -> dict[str, torch.Tensor]:
     return {
         k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
@@ -164,6 +182,8 @@ def worker(out_dir: str) -> None:
             report[name] = result.metrics
             if comm.is_main:
                 torch.save(params, Path(out_dir) / f"params_{name}.pt")
+        # the old-log-prob pass under the token budget (3 vs 2 micro-batches before agreeing)
+        torch.save(budget_logprobs(comm), Path(out_dir) / f"budget_logp{comm.rank}.pt")
         # a NaN on rank 1 only: both ranks must skip, neither may step alone
         model, result = run_update("grpo", comm, inject_nan=comm.rank == 1)
         report["nan_rank1"] = {"skipped": result.skipped, "steps": result.steps}
@@ -205,6 +225,16 @@ def test_two_rank_inner_steps_equal_single_process(update_run: Path, name: str) 
     for rank in (0, 1):  # every rank logs the global loss (the sum of the ranks' parts)
         metrics = json.loads((update_run / f"rank{rank}.json").read_text())[name]
         assert metrics["loss"] == pytest.approx(single_loss, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.distributed
+def test_old_logprob_pass_under_a_budget_runs_in_lockstep(update_run: Path) -> None:
+    single = budget_logprobs()  # [N, T]
+    parts = [torch.load(update_run / f"budget_logp{rank}.pt") for rank in (0, 1)]
+    for rank, part in enumerate(parts):  # [N/2, T_rank]: T_rank is that rank's longest completion
+        rows = single[rank * N // 2 : (rank + 1) * N // 2]
+        torch.testing.assert_close(part, rows[:, : part.shape[1]], rtol=1e-12, atol=1e-12)
+        assert not rows[:, part.shape[1] :].any()
 
 
 @pytest.mark.distributed

@@ -32,7 +32,46 @@ def torchrun(args: list[str], *, cwd: Path, timeout_s: float) -> subprocess.Comp
     try:
         out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {timeout_s}s:\n{out[-4000:]}")
+        kill_tree(proc.pid)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            out = "(no output: the pipe stayed open after the kill)"
+        pytest.fail(f"torchrun did not finish in {timeout_s}s (a hang, e.g. collectives out of "
+                    f"lockstep):\n{out[-4000:]}")  # fmt: skip
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc): torchrun starts its workers in sessions of
+    their own, so killing torchrun's process group does not reach them."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``, its process group and every descendant."""
+    victims = descendants(pid)
+    for target in [pid, *victims]:
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
