@@ -84,19 +84,7 @@ def microbatches(
     collectives must run in lockstep) while each stays within the budget.
     """
     parts = _split(exp, rows, max_rows=max_rows, max_tokens=max_tokens)
-    if count <= 0:
-        return parts
-    if count < len(parts) or count > len(rows):
-        raise ValueError(
-            f"cannot cut {len(rows)} rows into exactly {count} micro-batches: the budget "
-            f"(max_rows={max_rows}, max_tokens={max_tokens}) already needs {len(parts)}"
-        )
-    while len(parts) < count:
-        areas = [_padded_area(exp, q) if len(q) > 1 else -1 for q in parts]
-        i = max(range(len(parts)), key=areas.__getitem__)
-        half = (len(parts[i]) + 1) // 2
-        parts[i : i + 1] = [parts[i][:half], parts[i][half:]]
-    return parts
+    return _subdivide(exp, parts, count) if count > 0 else parts
 
 
 def lockstep_microbatches(
@@ -104,11 +92,27 @@ def lockstep_microbatches(
 ) -> list[torch.Tensor]:
     """``microbatches``; under data parallel (``comm``) with a token budget, cut into the
     largest count any rank needs, so that all ranks run the same number of forward passes."""
-    parts = microbatches(exp, rows, max_rows=max_rows, max_tokens=max_tokens)
+    parts = _split(exp, rows, max_rows=max_rows, max_tokens=max_tokens)
     if comm is None or max_tokens <= 0:
         return parts  # row-count splits of equal per-rank shares already agree across ranks
-    count = max(int(c) for c in comm.gather([len(parts)]))
-    return microbatches(exp, rows, max_rows=max_rows, max_tokens=max_tokens, count=count)
+    return _subdivide(exp, parts, max(int(c) for c in comm.gather([len(parts)])))
+
+
+def _subdivide(exp: Experience, parts: list[torch.Tensor], count: int) -> list[torch.Tensor]:
+    """Halve the micro-batch with the largest padded area until there are exactly ``count``."""
+    rows = sum(len(q) for q in parts)
+    if count < len(parts) or count > rows:
+        raise ValueError(
+            f"cannot cut {rows} rows into exactly {count} micro-batches: the budget already "
+            f"needs {len(parts)}"
+        )
+    parts = list(parts)
+    while len(parts) < count:
+        areas = [_padded_area(exp, q) if len(q) > 1 else -1 for q in parts]
+        i = max(range(len(parts)), key=areas.__getitem__)
+        half = (len(parts[i]) + 1) // 2
+        parts[i : i + 1] = [parts[i][:half], parts[i][half:]]
+    return parts
 
 
 def _padded_area(exp: Experience, rows: torch.Tensor) -> int:
