@@ -13,6 +13,7 @@ import numpy as np
 from .common import figure_main, save
 
 FLOOR = 1e-17
+ROUND_OFF = 1e-12  # float64 relative round-off scale of the exact bias
 
 
 def plot(data: dict, out_dir: Path) -> list[Path]:
@@ -24,11 +25,14 @@ def plot(data: dict, out_dir: Path) -> list[Path]:
         d = np.array([r["distance"] for r in sel])
         b = np.maximum([r["bias_current"] for r in sel], FLOOR)
         fit = fits.get(v)
-        label = (
-            v
-            if not fit
-            else f"{v}: slope {fit['slope']:.2f} [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]"
-        )
+        # a power law describes a series only when none of its points sits at round-off (a
+        # slope fitted across round-off points and clipped ones would be meaningless)
+        if fit and b.min() > ROUND_OFF:
+            label = f"{v}: slope {fit['slope']:.2f} [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]"
+        elif b.max() <= ROUND_OFF:
+            label, fit = f"{v}: at round-off (max {b.max():.1e})", None
+        else:
+            label, fit = f"{v}: round-off, then up to {b.max():.1e} once the clip bites", None
         axes[0].loglog(d, b, "o", ms=2.5, alpha=0.5, color=f"C{i}", label=label)
         if fit:
             xs = np.geomspace(d.min(), d.max(), 20)
