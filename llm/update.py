@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llm.batching import collate, forward_logprobs, lockstep_microbatches
+from llm.batching import collate, forward_logprobs, lockstep_microbatches, padded_widths
 from llm.experience import Experience
 from ticgrpo import policy_loss
 
@@ -142,7 +142,9 @@ def _minibatch_loss(
                                   max_tokens=cfg.microbatch_tokens, comm=comm)  # fmt: skip
     for part in parts:
         batch = collate(exp, part, pad_id, device)
-        laid, real = laid + batch.attention_mask.numel(), real + int(batch.attention_mask.sum())
+        # counted on the host from the rows' lengths: no device sync on the hot path
+        laid += batch.attention_mask.numel()
+        real += int(padded_widths(exp, part).sum())
         fwd = forward_logprobs(
             model, batch, chunk_size=cfg.logprob_chunk_size, with_entropy=entropy is not None
         )
