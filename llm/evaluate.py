@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from llm.config_checks import GENERATIONS  # the sampling paths, one list for train and eval
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
@@ -61,8 +63,6 @@ def _sampler(generation: str) -> Callable:
     """The sampling function of a ``generation`` path: ``plain`` (``llm.rollout.generate``, the
     reference) or ``static`` (``llm.generation_fast.generate_fast``: static KV cache, decode step
     compiled on CUDA, batch size from free memory when none is given)."""
-    from llm.config_checks import GENERATIONS
-
     if generation not in GENERATIONS:
         raise ValueError(f"generation must be one of {list(GENERATIONS)}, got {generation!r}")
     if generation == "static":
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--generation",
         default="plain",
-        choices=["plain", "static"],
+        choices=list(GENERATIONS),
         help="sampling path: plain (reference) or static (static KV cache, compiled on CUDA)",
     )
     p.add_argument("--no-chat-template", action="store_true", help="plain User:/Assistant: prompt")
