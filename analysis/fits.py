@@ -4,7 +4,9 @@
 - ``bootstrap_loglog``: the same slope with a percentile interval from resampling whole units
   (seeds), for points that are correlated within a unit.
 - ``mean_ci``: Student-t interval of a mean; ``paired_diff_ci`` for paired differences.
-- ``fit_rate_shape``: non-negative least squares of ``S ≈ a/(ηKN) + b·ηK + c/G``.
+- ``fit_exponent``: the exponent of ``E[y] ∝ x^a`` from per-seed curves, with a leave-one-seed-out
+  (jackknife) interval and local slopes between neighbouring ``x`` (sampling error, not misfit).
+- ``select_and_score``: choose a setting (e.g. η) on some seeds, score it on held-out seeds.
 """
 
 from __future__ import annotations
@@ -67,6 +69,86 @@ def mean_ci(values, level: float = 0.95) -> dict:
 def paired_diff_ci(a, b, level: float = 0.95) -> dict:
     """``mean_ci`` of the paired differences ``a − b`` (same seeds)."""
     return mean_ci(np.asarray(a, float) - np.asarray(b, float), level)
+
+
+def _slope(lx: np.ndarray, ly: np.ndarray) -> float:
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
+def fit_exponent(x, y_by_seed, *, level: float = 0.95) -> dict:
+    """Exponent ``a`` of ``mean_seeds y ∝ x^a`` with a seed-jackknife interval, and local slopes.
+
+    ``x [n_x]`` positive, ``y_by_seed [n_seeds, n_x]`` positive (one curve per seed; seeds are the
+    independent units). The point estimate is the OLS slope of ``log mean_s y`` on ``log x``; its
+    interval is Student-t (``n_seeds − 1`` df) with the jackknife standard error over seeds, so it
+    measures sampling noise, not departure from a power law (``r2`` reports that). ``local`` holds
+    the slope between each pair of neighbouring ``x`` with its own jackknife interval: a slope that
+    drifts along ``x`` means a mix of regimes, and only the last ones are asymptotic.
+
+    Returns ``{"slope", "se", "ci", "r2", "n_seeds", "local": [{"x_lo", "x_hi", "slope", "ci"}]}``.
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y_by_seed, float)
+    if y.ndim != 2 or y.shape[1] != x.size:
+        raise ValueError(f"y_by_seed must be [n_seeds, {x.size}], got {y.shape}")
+    if np.any(x <= 0) or np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("fit_exponent needs positive x and positive finite y")
+    n = y.shape[0]
+    if n < 3 or x.size < 2:
+        raise ValueError(f"fit_exponent needs >= 3 seeds and >= 2 x values, got {n}, {x.size}")
+    lx = np.log(x)
+    t = stats.t.ppf(0.5 + level / 2, n - 1)
+
+    def jack(stat):
+        full = stat(y)
+        loo = np.array([stat(np.delete(y, i, axis=0)) for i in range(n)])
+        se = float(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
+        return full, se
+
+    slope, se = jack(lambda yy: _slope(lx, np.log(yy.mean(axis=0))))
+    ly = np.log(y.mean(axis=0))
+    resid = ly - np.polyval(np.polyfit(lx, ly, 1), lx)
+    ss_tot = float(np.sum((ly - ly.mean()) ** 2))
+    local = []
+    for i in range(x.size - 1):
+        s_i, se_i = jack(
+            lambda yy, i=i: float(
+                (np.log(yy[:, i + 1].mean()) - np.log(yy[:, i].mean())) / (lx[i + 1] - lx[i])
+            )
+        )
+        local.append({"x_lo": float(x[i]), "x_hi": float(x[i + 1]), "slope": s_i,
+                      "ci": [s_i - t * se_i, s_i + t * se_i]})  # fmt: skip
+    return {
+        "slope": slope,
+        "se": se,
+        "ci": [slope - t * se, slope + t * se],
+        "r2": 1 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else float("nan"),
+        "n_seeds": int(n),
+        "local": local,
+    }
+
+
+def select_and_score(scores, select, heldout, *, level: float = 0.95) -> dict:
+    """Pick the setting with the best mean score on the ``select`` seeds; score it on ``heldout``.
+
+    ``scores [n_settings, n_seeds]`` (higher is better); ``select``, ``heldout``: disjoint lists of
+    seed columns. Returns ``{"best": index, "selection_mean": …, "heldout": mean_ci(…),
+    "heldout_scores": [...]}``. The held-out score never enters the choice, so it is not inflated
+    by the maximum over settings (the winner's curse of scoring on the seeds one chose with).
+    """
+    s = np.asarray(scores, float)
+    select, heldout = list(select), list(heldout)
+    if set(select) & set(heldout):
+        raise ValueError(
+            f"selection and held-out seeds overlap: {sorted(set(select) & set(heldout))}"
+        )
+    if not select or not heldout:
+        raise ValueError("select_and_score needs non-empty selection and held-out seed sets")
+    sel_means = s[:, select].mean(axis=1)
+    best = int(np.argmax(sel_means))
+    held = s[best, heldout]
+    return {"best": best, "selection_mean": float(sel_means[best]),
+            "heldout": mean_ci(held, level), "heldout_scores": held.tolist()}  # fmt: skip
 
 
 def fit_rate_shape(eta, k, n, g, s) -> dict:

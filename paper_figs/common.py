@@ -21,7 +21,21 @@ COLORS = {
     "dr_grpo": "#8c564b",
     "no_is": "#2ca02c",
     "pg": "#7f7f7f",
+    "grpo2": "#ff7f0e",
+    "grpo_traj_is": "#e377c2",
 }
+LABELS = {
+    "grpo": "GRPO",
+    "grpo2": "GRPO₂ (UB_Clip + 1/T)",
+    "grpo_traj_is": "GRPO+Traj_IS",
+    "tic_grpo": "TIC-GRPO",
+    "gspo": "GSPO",
+    "no_is": "no-IS (∇ at θ_old)",
+}
+
+
+def label(key: str) -> str:
+    return LABELS.get(key, key)
 
 
 def color(key: str, fallback: int = 0) -> str:

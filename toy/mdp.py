@@ -190,15 +190,35 @@ def init_theta(mdp: TabularMDP, scale: float = 0.5, seed: int = 0, batch: int | 
     return scale * torch.randn(*shape, generator=gen, dtype=DTYPE)
 
 
+def logp_table(theta: torch.Tensor, mdp) -> torch.Tensor:
+    """``log π_θ(· | s)`` for every state: ``[..., S, V]`` (tabular: ``log_softmax(θ)``)."""
+    if isinstance(mdp, TabularMDP):
+        return torch.log_softmax(theta, dim=-1)
+    return mdp.logp_table(theta)
+
+
 def token_logp(theta: torch.Tensor, mdp: TabularMDP) -> torch.Tensor:
     """``log π_θ(a_t | s_{t-1})`` for every prompt, response and position: ``[..., P, M, T]``.
 
-    ``θ`` is ``[S, V]`` or ``[B, S, V]``; masked positions hold exactly 0.
+    ``θ`` is ``[S, V]`` or ``[B, S, V]`` (log-linear MDPs: ``[..., F, V]``); masked positions hold
+    exactly 0.
     """
-    table = torch.log_softmax(theta, dim=-1)  # [..., S, V]
+    table = logp_table(theta, mdp)  # [..., S, V]
     flat = mdp.states * mdp.vocab + mdp.tokens[None]  # [P, M, T] index into S·V
     lp = table.flatten(-2)[..., flat]  # [..., P, M, T]
     return torch.where(mdp.mask, lp, torch.zeros((), dtype=lp.dtype))
+
+
+def sampled_token_logp(
+    theta: torch.Tensor, mdp, prompts: torch.Tensor, idx: torch.Tensor
+) -> torch.Tensor:
+    """``log π_θ`` of sampled rows only: ``[B, R, G, T]`` for ``θ [B, ...]``, prompts ``[B, R]``,
+    response indices ``[B, R, G]`` (cheaper than ``token_logp`` when ``G·R ≪ P·M``)."""
+    table = logp_table(theta, mdp).flatten(-2)  # [B, S·V]
+    st = mdp.states[prompts[..., None].expand_as(idx), idx]  # [B, R, G, T]
+    flat = st * mdp.vocab + mdp.tokens[idx]
+    lp = table.gather(1, flat.reshape(flat.shape[0], -1)).view(flat.shape)
+    return torch.where(mdp.mask[idx], lp, torch.zeros((), dtype=lp.dtype))
 
 
 def response_probs(theta: torch.Tensor, mdp: TabularMDP) -> torch.Tensor:
@@ -215,7 +235,15 @@ def policy_gradient(theta: torch.Tensor, mdp: TabularMDP) -> torch.Tensor:
     """Exact ``∇J(θ)`` by autograd through the enumeration: the shape of ``θ``.
 
     For batched ``θ [B, S, V]`` each run's gradient is its own slice (the runs do not interact).
+    Log-linear MDPs use their analytic ``policy_gradient`` (the tests hold the two equal).
     """
+    if not isinstance(mdp, TabularMDP):
+        return mdp.policy_gradient(theta)
+    return policy_gradient_autograd(theta, mdp)
+
+
+def policy_gradient_autograd(theta: torch.Tensor, mdp) -> torch.Tensor:
+    """``∇J(θ)`` by autograd through ``objective`` (any MDP class): the naive twin."""
     leaf = theta.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(objective(leaf, mdp).sum(), leaf)
     return grad

@@ -1,19 +1,20 @@
-"""The toy training loop: the LLM trainer's skeleton on a tabular MDP, vectorised over runs.
+"""The toy training loop: the LLM trainer's skeleton on an enumerated MDP, vectorised over runs.
 
-    for n in iterations:
-        θ_old ← θ                                  (refresh)
-        collect G responses per prompt from π_old  (rollout)
-        A ← group_advantages(rewards, G, mode)     (advantages)
-        for k in K: θ ← θ + η · step(−∇ policy_loss(θ; θ_old, A))   (inner updates)
-        log exact J(θ), ‖∇J(θ)‖²                   (log)
+    for n in 1 … N:
+        θ_old ← θ                                       (refresh; θ_{n,0})
+        draw K·b prompts, G responses each, from π_old  (rollout; b = prompts_per_step)
+        A ← group_advantages(rewards, G, mode)          (advantages)
+        for k in 0 … K−1:                               (v5 Eq. 10–11: mini-batch k of the rollout)
+            log ‖∇J(θ_{n,k})‖² (exact)                  (stationarity S, when log_inner)
+            θ ← θ + η · scale · (−∇ loss_k(θ; θ_old, A))
+        log exact J(θ), ‖∇J(θ)‖², M_n, σ_n²
 
-``B`` independent runs (seeds × learning rates) share one ``policy_loss`` call per inner step:
-the runs' rows are stacked ``[B·P·G, T]`` with unit normalisers, and each run's gradient is then
-divided by its own batch normaliser, so every run gets exactly the update it would get alone.
-
-``method="no_is"`` is the paper's no-importance-sampling ablation: the ``pg`` gradient at ``θ_old``
-is computed once per rollout and reused for all ``K`` inner steps (with SGA that is one step of
-size ``K·η``; with Adam the moments still move).
+With ``prompts_per_step=None`` the rollout holds every prompt once and each inner step uses all of
+it (the old lab's loop). ``B`` independent runs (seeds × step sizes) share one ``policy_loss``
+call per inner step: rows are stacked ``[B·b·G, T]`` with ``num_seqs = b·G`` (the rows of one
+run), so each run's gradient is exactly the one it would get alone. Variants and their
+normalisers come from ``toy.variants``. ``no_is`` (v5 Fig. 1): each inner step uses the ``pg``
+gradient evaluated at ``θ_old`` on its own mini-batch (no ratio).
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ import torch
 
 from ticgrpo import METHODS, group_advantages, policy_loss
 
-from .mdp import DTYPE, TabularMDP, init_theta, objective, policy_gradient, token_logp
-
-LOOP_METHODS = (*METHODS, "no_is")
+from . import variants
+from .mdp import DTYPE, init_theta, objective, policy_gradient, sampled_token_logp, token_logp
 
 
 @dataclass
@@ -35,52 +35,55 @@ class TrainConfig:
     """One toy training configuration (every field is saved beside the results)."""
 
     method: str = "grpo"
-    """a ``policy_loss`` method or ``no_is`` (pg gradient at θ_old reused for all K steps)"""
+    """a ``toy.variants`` variant (grpo, grpo2, grpo_traj_is, tic_grpo, gspo, no_is) or a core row"""
     adv_mode: str | None = None
-    """advantage mode; ``None`` reads the method's row (``std`` for no_is)"""
+    """advantage mode; ``None`` reads the method's core row"""
     group_size: int = 8
-    """G, responses per prompt per rollout"""
+    """G, responses per prompt"""
     iterations: int = 50
-    """number of rollouts (π_old refreshes)"""
+    """N, number of rollouts (π_old refreshes)"""
     inner_steps: int = 4
-    """K, inner updates per rollout, each on the whole rollout"""
+    """K, inner updates per rollout"""
+    prompts_per_step: int | None = None
+    """b, prompts per mini-batch (the rollout has K·b, drawn uniformly); None: all, every step"""
     lrs: tuple[float, ...] = (0.5,)
     """step sizes η; every η is run for every seed"""
-    lr_scale: float = 1.0
-    """multiplies every η (e.g. 1/κ to match the methods' on-policy step sizes)"""
     optimizer: str = "sga"
-    """``sga`` (plain stochastic gradient ascent) or ``adam``"""
+    """``sga`` (plain stochastic gradient ascent, as in v5) or ``adam``"""
     seeds: tuple[int, ...] = (0, 1, 2)
-    """seeds for the initial θ and the rollouts"""
+    """seeds of the initial θ (the rollouts use one generator seeded from the first)"""
     init_scale: float = 0.5
-    """initial logits ~ N(0, init_scale²)"""
+    """initial parameters ~ N(0, init_scale²)"""
     eps_low: float | None = None
     """clip width; ``None`` reads the method's row"""
     eps_high: float | None = None
     """clip width; ``None`` reads the method's row"""
     loss_options: dict = field(default_factory=dict)
-    """extra ``policy_loss`` options (``clip``, ``ratio``, ``tic_clip``, ``aggregation`` …)"""
-    beta: float = 0.0
-    """KL penalty to the initial policy (``kl_estimator`` k3)"""
+    """extra ``policy_loss`` options"""
+    log_inner: bool = False
+    """log the exact ‖∇J(θ_{n,k})‖² at every inner step (for S), and M_n, σ_n²"""
 
-    def resolved(self) -> dict:
-        """The configuration with the method row's defaults filled in (JSON-ready)."""
-        row = METHODS["pg" if self.method == "no_is" else self.method]
+    def resolved(self, horizon: int) -> dict:
+        """The configuration with the variant's call and row defaults filled in (JSON-ready)."""
+        method, opts, scale = variants.call(self.method, horizon)
+        row = METHODS[method]
         out = asdict(self)
-        out["adv_mode"] = self.adv_mode or ("std" if self.method == "no_is" else row.advantage_mode)
+        out["adv_mode"] = self.adv_mode or row.advantage_mode
         out["eps_low"] = row.eps_low if self.eps_low is None else self.eps_low
         out["eps_high"] = row.eps_high if self.eps_high is None else self.eps_high
         out["lrs"], out["seeds"] = list(self.lrs), list(self.seeds)
+        out["core_method"], out["scale"] = method, scale
+        out["core_options"] = {**opts, **self.loss_options}
         return out
 
 
 class _Optimiser:
-    """Per-entry SGA or Adam ascent on ``θ [B, S, V]`` with per-run step sizes ``η [B]``."""
+    """Per-entry SGA or Adam ascent on ``θ [B, ...]`` with per-run step sizes ``η [B]``."""
 
     def __init__(self, kind: str, lrs: torch.Tensor, shape: torch.Size):
         if kind not in ("sga", "adam"):
             raise ValueError(f"unknown optimizer {kind!r}; expected 'sga' or 'adam'")
-        self.kind, self.lr = kind, lrs.view(-1, 1, 1)
+        self.kind, self.lr = kind, lrs.view(-1, *([1] * (len(shape) - 1)))
         self.m, self.v, self.t = torch.zeros(shape, dtype=DTYPE), torch.zeros(shape, dtype=DTYPE), 0
 
     def step(self, theta: torch.Tensor, ascent: torch.Tensor) -> torch.Tensor:
@@ -93,129 +96,145 @@ class _Optimiser:
         return theta + self.lr * m_hat / (v_hat.sqrt() + 1e-8)
 
 
-def _rollout(theta_old: torch.Tensor, mdp: TabularMDP, g: int, gen: torch.Generator):
-    """Indices ``[B, P, G]`` of responses drawn from ``π_old`` for every run and prompt."""
-    b, num_p = theta_old.shape[0], mdp.num_prompts
-    probs = token_logp(theta_old, mdp).sum(dim=-1).exp().reshape(b * num_p, -1)  # [B·P, M]
-    draws = torch.multinomial(probs, g, replacement=True, generator=gen)
-    return draws.view(b, num_p, g)
+def _rollout(old_table: torch.Tensor, mdp, cfg: dict, gen: torch.Generator):
+    """Prompts ``[B, R]`` and response indices ``[B, R, G]`` drawn from ``π_old``.
 
-
-def _gather(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows ``[B·P·G, T]`` of a per-run table ``[B, P, M, T]`` at indices ``[B, P, G]``."""
-    b, num_p, g = idx.shape
-    runs = torch.arange(b)[:, None, None].expand_as(idx)
-    prompts = torch.arange(num_p)[None, :, None].expand_as(idx)
-    return table[runs, prompts, idx].reshape(b * num_p * g, -1)
-
-
-def _ascent(theta, old_rows, idx, adv, mdp, cfg: dict, method: str, ref_rows=None):
-    """``−∇_θ loss`` of every run on its own rollout: ``[B, S, V]`` (see the module docstring)."""
-    leaf = theta.detach().clone().requires_grad_(True)
-    rows = _gather(token_logp(leaf, mdp).expand(theta.shape[0], *mdp.states.shape), idx)
-    mask = mdp.mask[idx].reshape(rows.shape)
-    extra = dict(cfg["loss_options"])
-    if cfg["beta"] > 0:
-        extra.update(beta=cfg["beta"], ref_logp=ref_rows, kl_estimator="k3")
-    out = policy_loss(
-        rows, old_rows, adv, mask, method=method, eps_low=cfg["eps_low"],
-        eps_high=cfg["eps_high"], num_seqs=1, num_tokens=1, **extra,
-    )  # fmt: skip
-    (grad,) = torch.autograd.grad(out.loss, leaf)
-    b, num_p, g = idx.shape
-    agg = extra.get("aggregation") or METHODS[method].aggregation
-    if agg == "token_mean":
-        scale = mask.view(b, -1).sum(dim=1).clamp(min=1).to(DTYPE)
-    else:
-        scale = torch.full((b,), float(num_p * g), dtype=DTYPE)
-    return -grad / scale.view(-1, 1, 1), out.metrics
-
-
-def _setup(mdp: TabularMDP, config: TrainConfig):
-    """Runs (seed, η), initial ``θ [B, S, V]``, the KL reference table, optimiser, generator."""
-    runs = [(s, lr) for s in config.seeds for lr in config.lrs]
-    theta = torch.stack([init_theta(mdp, config.init_scale, seed=s) for s, _ in runs])
-    ref_table = token_logp(theta, mdp).detach()  # [B, P, M, T] initial policy = KL reference
-    lrs = torch.tensor([lr * config.lr_scale for _, lr in runs], dtype=DTYPE)
-    opt = _Optimiser(config.optimizer, lrs, theta.shape)
-    gen = torch.Generator().manual_seed(10_007 * config.seeds[0] + 17)
-    return runs, theta, ref_table, opt, gen
-
-
-def _iteration(theta, mdp, config: TrainConfig, cfg: dict, gen, opt, ref_table, record=False):
-    """One rollout from ``π_old = π_θ`` and ``K`` inner steps: ``(θ, clip fraction, path)``.
-
-    ``path`` is the list of ``θ`` after each inner step (``record=True``), else empty.
+    ``old_table [B, P, M, T]``. ``R = K·b`` prompts drawn uniformly, or every prompt once.
     """
-    g = config.group_size
+    b_runs, num_p = old_table.shape[0], mdp.num_prompts
+    if cfg["prompts_per_step"] is None:
+        prompts = torch.arange(num_p).expand(b_runs, num_p)
+    else:
+        r = cfg["inner_steps"] * cfg["prompts_per_step"]
+        prompts = torch.randint(num_p, (b_runs, r), generator=gen)
+    probs = old_table.sum(dim=-1).exp()  # [B, P, M]
+    probs = probs[torch.arange(b_runs)[:, None], prompts]  # [B, R, M]
+    draws = torch.multinomial(probs.reshape(-1, probs.shape[-1]), cfg["group_size"],
+                              replacement=True, generator=gen)  # fmt: skip
+    return prompts, draws.view(*prompts.shape, cfg["group_size"])
+
+
+def _gather(table: torch.Tensor, prompts: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``[B·R·G, T]`` of a per-run table ``[B, P, M, T]`` at prompts ``[B, R]``, ``idx [B, R, G]``."""
+    runs = torch.arange(idx.shape[0])[:, None, None].expand_as(idx)
+    return table[runs, prompts[..., None].expand_as(idx), idx].reshape(idx.numel(), -1)
+
+
+def _ascent(theta, rows_at, old_rows, mask, adv, cfg: dict, method: str, num_seqs: int):
+    """``scale · (−∇_θ loss)`` of every run on its own rows: the shape of ``θ``; and metrics."""
+    leaf = theta.detach().clone().requires_grad_(True)
+    rows = rows_at(leaf)
+    opts = dict(cfg["core_options"])
+    agg = opts.get("aggregation") or METHODS[method].aggregation
+    norm = {"num_tokens": 1} if agg == "token_mean" else {}
+    out = policy_loss(rows, old_rows, adv, mask, method=method, eps_low=cfg["eps_low"],
+                      eps_high=cfg["eps_high"], num_seqs=num_seqs, **norm, **opts)  # fmt: skip
+    (grad,) = torch.autograd.grad(out.loss, leaf)
+    if agg == "token_mean":
+        per_run = mask.view(theta.shape[0], -1).sum(dim=1).clamp(min=1).to(DTYPE)
+        grad = grad / per_run.view(-1, *([1] * (theta.dim() - 1)))
+    return -cfg["scale"] * grad, out.metrics
+
+
+def _iteration(theta, mdp, cfg: dict, gen, opt, record=False, inner_sq=None):
+    """One rollout and ``K`` inner steps: ``(θ, clip fraction, capped fraction, M_n [B], path)``."""
+    b_runs, g, k_steps = theta.shape[0], cfg["group_size"], cfg["inner_steps"]
     theta_old = theta.detach().clone()
     old_table = token_logp(theta_old, mdp)  # [B, P, M, T]
-    idx = _rollout(theta_old, mdp, g, gen)  # [B, P, G]
-    rewards = mdp.rewards[torch.arange(mdp.num_prompts)[None, :, None], idx].reshape(-1)
-    lengths = mdp.lengths[idx].reshape(-1)
-    adv = group_advantages(
-        rewards, g, mode=cfg["adv_mode"],
-        lengths=lengths if cfg["adv_mode"] == "length_corrected" else None,
-    )  # fmt: skip
-    old_rows, ref_rows = _gather(old_table, idx), _gather(ref_table, idx)
-    clip_frac, path = 0.0, []
-    if config.method == "no_is":
-        frozen, _ = _ascent(theta_old, old_rows, idx, adv, mdp, cfg, "pg", ref_rows)
-    for _ in range(config.inner_steps):
-        if config.method == "no_is":
-            step = frozen
+    prompts, idx = _rollout(old_table, mdp, cfg, gen)  # [B, R], [B, R, G]
+    r = prompts.shape[1]
+    rewards = mdp.rewards[prompts[..., None].expand_as(idx), idx].reshape(-1)  # [B·R·G]
+    adv = group_advantages(rewards, g, mode=cfg["adv_mode"],
+                           lengths=mdp.lengths[idx].reshape(-1)
+                           if cfg["adv_mode"] == "length_corrected" else None)  # fmt: skip
+    adv = adv.view(b_runs, r, g)
+    old_rows = _gather(old_table, prompts, idx).view(b_runs, r, g, -1)
+    mask = mdp.mask[idx]  # [B, R, G, T]
+    m_n = torch.where(mask, (-old_rows).exp(), 0.0).flatten(1).max(dim=1).values  # [B]
+    per_step = r // k_steps if cfg["prompts_per_step"] is not None else r
+    clip_frac, capped, path = 0.0, 0.0, []
+    method, is_no_is = cfg["core_method"], cfg["method"] == "no_is"
+    for k in range(k_steps):
+        part = slice(k * per_step, (k + 1) * per_step) if cfg["prompts_per_step"] else slice(None)
+        p_k, i_k = prompts[:, part], idx[:, part]
+
+        def rows_at(leaf, p_k=p_k, i_k=i_k):
+            return sampled_token_logp(leaf, mdp, p_k, i_k).reshape(-1, mdp.horizon)
+
+        args = (old_rows[:, part].reshape(-1, mdp.horizon), mask[:, part].reshape(-1, mdp.horizon),
+                adv[:, part].reshape(-1), cfg, method, per_step * g)  # fmt: skip
+        if inner_sq is not None:
+            inner_sq.append((policy_gradient(theta, mdp) ** 2).flatten(1).sum(dim=1))
+        if is_no_is:
+            step, _ = _ascent(theta_old, rows_at, *args)
         else:
-            step, metrics = _ascent(theta, old_rows, idx, adv, mdp, cfg, config.method, ref_rows)
+            step, metrics = _ascent(theta, rows_at, *args)
             clip_frac = metrics["clip_ratio/region"]
+            capped = max(capped, metrics.get("ratio/capped_frac", 0.0))
         theta = opt.step(theta, step)
         if record:
             path.append(theta.detach().clone())
-    return theta, clip_frac, path
+    return theta, clip_frac, capped, m_n, path
 
 
-def train_steps(mdp: TabularMDP, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """One rollout at the initial θ and ``K`` inner steps: ``θ_old [B, S, V]``, path ``[K+1, B, S, V]``.
+def _setup(mdp, config: TrainConfig):
+    runs = [(s, lr) for s in config.seeds for lr in config.lrs]
+    theta = torch.stack([init_theta(mdp, config.init_scale, seed=s) for s, _ in runs])
+    lrs = torch.tensor([lr for _, lr in runs], dtype=DTYPE)
+    opt = _Optimiser(config.optimizer, lrs, theta.shape)
+    gen = torch.Generator().manual_seed(10_007 * config.seeds[0] + 17)
+    return runs, theta, opt, gen
 
-    The path of real inner loops along which the staleness experiment measures the exact bias.
-    """
-    config.resolved()  # validates the method's row
-    _, theta, ref_table, opt, gen = _setup(mdp, config)
-    _, _, path = _iteration(theta, mdp, config, config.resolved(), gen, opt, ref_table, record=True)
+
+def train_steps(mdp, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One rollout at the initial θ and ``K`` inner steps: ``θ_old [B, ...]``, path ``[K+1, B, ...]``."""
+    cfg = config.resolved(mdp.horizon)
+    _, theta, opt, gen = _setup(mdp, config)
+    _, _, _, _, path = _iteration(theta, mdp, cfg, gen, opt, record=True)
     return theta, torch.stack([theta, *path])
 
 
-def train(mdp: TabularMDP, config: TrainConfig) -> dict:
-    """Run every (seed, η) of ``config``; returns histories ``[iterations + 1, B]`` and metadata.
+def train(mdp, config: TrainConfig) -> dict:
+    """Run every (seed, η) of ``config``; histories are ``[N + 1][B]`` lists (``[N][B]`` for M, σ²).
 
-    Keys: ``J``, ``grad_sq`` (exact ``‖∇J(θ_n)‖²``), ``clip_frac``, ``kl`` (to the initial policy),
-    ``samples`` ``[iterations + 1]`` (responses drawn so far per run), ``runs`` (seed, η per column),
-    ``config``, ``seconds``.
+    Keys: ``J``, ``grad_sq`` (exact ‖∇J(θ_{n,0})‖²), ``clip_frac``, ``capped_frac``, ``M``
+    (``M_n``, v5 Eq. 12), ``sigma2`` (σ_n², Eq. 13), ``S`` ``[B]`` (``(1/N) Σ_n Σ_k ‖∇J(θ_{n,k})‖²``,
+    only with ``log_inner``), ``samples``, ``runs``, ``config``, ``mdp``, ``seconds``.
     """
-    if config.method not in LOOP_METHODS:
-        raise ValueError(f"unknown method {config.method!r}; expected one of {LOOP_METHODS}")
-    cfg = config.resolved()
+    from .loglinear import length_variance
+
+    cfg = config.resolved(mdp.horizon)
+    if cfg["prompts_per_step"] is not None and cfg["prompts_per_step"] < 1:
+        raise ValueError(f"prompts_per_step must be >= 1 or None, got {cfg['prompts_per_step']}")
     start = time.perf_counter()
-    runs, theta, ref_table, opt, gen = _setup(mdp, config)
-    hist = {"J": [], "grad_sq": [], "clip_frac": [], "kl": []}
+    runs, theta, opt, gen = _setup(mdp, config)
+    hist = {"J": [], "grad_sq": [], "clip_frac": [], "capped_frac": [], "M": [], "sigma2": []}
+    inner_sq: list[torch.Tensor] | None = [] if config.log_inner else None
 
-    def log(clip_frac: float) -> None:
+    def log(clip_frac: float, capped: float) -> None:
         hist["J"].append(objective(theta, mdp).tolist())
-        hist["grad_sq"].append((policy_gradient(theta, mdp) ** 2).sum(dim=(1, 2)).tolist())
+        hist["grad_sq"].append((policy_gradient(theta, mdp) ** 2).flatten(1).sum(dim=1).tolist())
         hist["clip_frac"].append(clip_frac)
-        probs = token_logp(theta, mdp).sum(-1).exp()  # [B, P, M]
-        kl = (probs * (token_logp(theta, mdp) - ref_table).sum(-1)).sum(-1).mean(-1)
-        hist["kl"].append(kl.tolist())
+        hist["capped_frac"].append(capped)
 
-    log(0.0)
+    log(0.0, 0.0)
     for _ in range(config.iterations):
-        theta, clip_frac, _ = _iteration(theta, mdp, config, cfg, gen, opt, ref_table)
-        log(clip_frac)
-    samples = [n * mdp.num_prompts * config.group_size for n in range(config.iterations + 1)]
-    return {
-        **{k: v for k, v in hist.items()},
-        "samples": samples,
+        hist["sigma2"].append(length_variance(theta, mdp).tolist())
+        theta, clip_frac, capped, m_n, _ = _iteration(theta, mdp, cfg, gen, opt, inner_sq=inner_sq)
+        hist["M"].append(m_n.tolist())
+        log(clip_frac, capped)
+    rollout_prompts = (
+        mdp.num_prompts if config.prompts_per_step is None
+        else config.inner_steps * config.prompts_per_step
+    )  # fmt: skip
+    out = {
+        **hist,
+        "samples": [n * rollout_prompts * config.group_size for n in range(config.iterations + 1)],
         "runs": [{"seed": s, "lr": lr} for s, lr in runs],
         "config": cfg,
         "mdp": mdp.describe(),
         "seconds": time.perf_counter() - start,
     }
+    if inner_sq is not None:
+        out["S"] = (torch.stack(inner_sq).sum(dim=0) / config.iterations).tolist()
+    return out
