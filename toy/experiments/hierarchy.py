@@ -41,6 +41,11 @@ ETA_CONSTS = (1, 30)
 VERDICT_C = 30
 
 
+def per_c(values, j: int) -> np.ndarray:
+    """Column block ``j`` of run histories whose last axis is (seed, c) pairs, c fastest."""
+    return np.asarray(values, float).reshape(*np.shape(values)[:-1], -1, len(ETA_CONSTS))[..., j]
+
+
 def theory_eta(iterations: int, vocab: int) -> float:
     """The step size of v5 Theorems 4.1–4.3: ``η = 1/(√N · log|V|)``."""
     return 1.0 / (math.sqrt(iterations) * math.log(vocab))
@@ -59,11 +64,6 @@ def _theory_runs(mdp, ctx: Context, seeds, iterations: int) -> dict:
                           inner_steps=4, prompts_per_step=1, lrs=tuple(c * eta for c in ETA_CONSTS),
                           seeds=tuple(seeds), log_inner=True)  # fmt: skip
         run = train(mdp, cfg)
-        n_c = len(ETA_CONSTS)
-
-        def per_c(values, j):  # columns are (seed, c) pairs, c fastest
-            return np.asarray(values, float).reshape(*np.shape(values)[:-1], -1, n_c)[..., j]
-
         for j, c in enumerate(ETA_CONSTS):
             m2 = per_c(run["M"], j) ** 2  # [N, seeds]
             s2 = per_c(run["sigma2"], j)
