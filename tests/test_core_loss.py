@@ -29,6 +29,10 @@ def grad_of(loss, x):
     return g
 
 
+def test_every_row_has_a_naive_twin():
+    assert sorted(NAIVE_METHODS) == sorted(METHODS)
+
+
 # ---------------------------------------------------------------- hand values
 
 
