@@ -124,7 +124,7 @@ def _ascent(theta, rows_at, old_rows, mask, adv, cfg: dict, method: str, num_seq
     """``scale · (−∇_θ loss)`` of every run on its own rows: the shape of ``θ``; and metrics."""
     leaf = theta.detach().clone().requires_grad_(True)
     rows = rows_at(leaf)
-    opts = dict(cfg["core_options"])
+    opts = {"max_len": rows.shape[1], **cfg["core_options"]}  # the horizon is the budget T
     agg = opts.get("aggregation") or METHODS[method].aggregation
     norm = {"num_tokens": 1} if agg == "token_mean" else {}
     out = policy_loss(rows, old_rows, adv, mask, method=method, eps_low=cfg["eps_low"],

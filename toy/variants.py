@@ -47,7 +47,7 @@ def call(variant: str, horizon: int) -> tuple[str, dict, float]:
     if variant == "no_is":
         return "pg", {}, 1.0
     if variant in ("grpo", "gspo", "dapo", "dr_grpo", "pg"):
-        return variant, {}, 1.0
+        return variant, {"max_len": horizon}, 1.0
     if core_has_v5_rows():
         if variant in ("grpo2", "tic_grpo"):
             return variant, {"max_len": horizon}, 1.0
