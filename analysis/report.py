@@ -18,11 +18,15 @@ import math
 from pathlib import Path
 
 REQUIRED_IDS = (
-    "tic_unbiased",
-    "grpo_stale_bias_slope",
-    "group_size_slope",
-    "tic_faster_than_grpo",
+    "hierarchy_T_exponents",
+    "grpo_M_sigma_sensitivity",
+    "group_term_T_scaling",
+    "martingale_identity",
+    "tic_second_moment_bound",
+    "grpo_near_old_gradient",
+    "tic_vs_grpo_best_eta",
     "no_is_comparable",
+    "ablation_table2",
 )
 CLAIM_KEYS = ("id", "claim", "expected", "measured", "ci", "holds")
 

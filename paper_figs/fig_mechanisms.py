@@ -61,7 +61,9 @@ def plot(data: dict, out_dir: Path) -> list[Path]:
     axes[2].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
-    fig.suptitle(f"v5 §4.4 mechanisms, exact by enumeration ({len(data['seeds'])} random θ_old per T)")
+    fig.suptitle(
+        f"v5 §4.4 mechanisms, exact by enumeration ({len(data['seeds'])} random θ_old per T)"
+    )
     return save(fig, out_dir, "fig_mechanisms")
 
 

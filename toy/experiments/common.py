@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import time
@@ -42,10 +43,14 @@ def save_json(path: Path, data: dict) -> Path:
 
 
 def save_csv(path: Path, rows: list[dict]) -> Path:
-    """Rows of equal keys as CSV (the flat view of the data a figure plots)."""
-    keys = list(rows[0]) if rows else []
-    lines = [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
+    """Rows as CSV (the flat view of the data a figure plots); the header is the union of keys."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
     return path
 
 

@@ -44,7 +44,9 @@ def run(ctx: Context) -> list[dict]:
                              "mg_cross_rel": mg["abs_cross"] / mg["rhs"]})  # fmt: skip
     ctx.log(f"mechanisms: T ∈ {horizons}, {len(seeds)} seeds, {len(deltas)} distances (exact)")
     fix = [r for r in rows if r["delta"] == delta_fix]
-    ratio = np.array([[r["Q_grpo2"] / r["bound_tic"] for r in fix if r["T"] == t] for t in horizons]).T
+    ratio = np.array(
+        [[r["Q_grpo2"] / r["bound_tic"] for r in fix if r["T"] == t] for t in horizons]
+    ).T
     tic = np.array([[r["Q_tic"] / r["bound_tic"] for r in fix if r["T"] == t] for t in horizons]).T
     fit_g2 = fit_exponent(horizons, ratio)
     fit_tic = fit_exponent(horizons, tic)
@@ -96,7 +98,8 @@ def run(ctx: Context) -> list[dict]:
             fit_g2["ci"][0] > 0,
             experiment="mechanisms",
             detail=f"δ = ‖θ_k − θ_old‖ = {delta_fix}, {where} (CI: seed jackknife); local "
-            "slopes " + ", ".join(f"{x['slope']:+.2f}" for x in fit_g2["local"])
+            "slopes "
+            + ", ".join(f"{x['slope']:+.2f}" for x in fit_g2["local"])
             + f"; Q₂/bound at T={horizons[-1]}: {ratio[:, -1].mean():.3g} "
             f"(TIC's Q/bound there: {tic[:, -1].mean():.3g})",
         ),
