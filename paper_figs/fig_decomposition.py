@@ -12,6 +12,8 @@ import numpy as np
 
 from .common import color, figure_main, label, save
 
+FLOOR = 1e-3  # terms that are zero up to round-off are drawn here
+
 
 def plot(data: dict, out_dir: Path) -> list[Path]:
     rows = data["rows"]
@@ -24,12 +26,13 @@ def plot(data: dict, out_dir: Path) -> list[Path]:
             zero = y < 1e-12
             ax.scatter(d[~zero], y[~zero], s=10, color=f"C{i}", label=step)
             if zero.any():
-                ax.scatter(d[zero], np.full(zero.sum(), 1e-12), s=10, marker="v", color=f"C{i}",
-                           label=f"{step}: exactly 0 (drawn at 1e-12)")  # fmt: skip
+                ax.scatter(d[zero], np.full(zero.sum(), FLOOR), s=14, marker="v", color=f"C{i}",
+                           label=f"{step}: 0 up to round-off (drawn at the floor)")  # fmt: skip
         onset = data["clip_onset_distance"].get(name)
         if onset:
             ax.axvline(onset, color="k", ls=":", lw=1)
-            ax.text(onset, 2e-12, " clip starts", fontsize=7)
+            ax.text(onset, FLOOR * 1.3, " clip starts", fontsize=7)
+        ax.set_ylim(FLOOR / 1.5, 10)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("‖θ_k − θ_old‖ (real inner loops)")
@@ -38,10 +41,13 @@ def plot(data: dict, out_dir: Path) -> list[Path]:
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3, which="both")
     ax = axes[3]
-    for name in ("grpo", "grpo2", "tic_grpo"):
+    for name, style in (("grpo", dict(s=40, facecolors="none")), ("grpo2", dict(s=8)),
+                        ("tic_grpo", dict(s=10))):  # fmt: skip
         sel = [r for r in rows if r["method"] == name]
-        ax.scatter([r["distance"] for r in sel], [r["lambda"] for r in sel], s=10,
-                   color=color(name), label=label(name) + " (staleness-only step)")  # fmt: skip
+        extra = " (same points as GRPO₂: one token-ratio step)" if name == "grpo" else ""
+        ax.scatter([r["distance"] for r in sel], [r["lambda"] for r in sel],
+                   edgecolors=color(name), color=color(name) if "facecolors" not in style else None,
+                   label=label(name) + " staleness-only step" + extra, **style)  # fmt: skip
     ax.axhline(0, color="k", lw=1)
     ax.axhline(1, color="k", lw=1)
     ax.text(ax.get_xlim()[0], 0.03, " ∇J(θ_old)", fontsize=7)

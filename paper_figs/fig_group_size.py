@@ -47,7 +47,7 @@ def plot(data: dict, out_dir: Path) -> list[Path]:
     for ax in axes:
         ax.legend(fontsize=8)
     m = data["mdp"]
-    fig.suptitle(f"Exp. 3 — group size at θ = θ_old (V={m['vocab']}, T={m['horizon']}, "
+    fig.suptitle(f"Group size at θ = θ_old (V={m['vocab']}, T={m['horizon']}, "
                  f"P={m['num_prompts']}, binary reward)")  # fmt: skip
     return save(fig, out_dir, "fig_group_size")
 

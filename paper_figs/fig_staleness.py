@@ -27,15 +27,19 @@ def plot(data: dict, out_dir: Path) -> list[Path]:
         fit = fits.get(v)
         # a power law describes a series only when none of its points sits at round-off (a
         # slope fitted across round-off points and clipped ones would be meaningless)
-        if fit and b.min() > ROUND_OFF:
-            label = f"{v}: slope {fit['slope']:.2f} [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]"
+        onset = data.get("clip_onset")
+        clipped = "ε=" in v and v.startswith("GRPO") and onset is not None
+        if fit and (b.min() > ROUND_OFF or clipped):
+            where = " below the clip's onset" if clipped else ""
+            label = (f"{v}: slope{where} {fit['slope']:.2f} "
+                     f"[{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]")  # fmt: skip
         elif b.max() <= ROUND_OFF:
             label, fit = f"{v}: at round-off (max {b.max():.1e})", None
         else:
             label, fit = f"{v}: round-off, then up to {b.max():.1e} once the clip bites", None
         axes[0].loglog(d, b, "o", ms=2.5, alpha=0.5, color=f"C{i}", label=label)
         if fit:
-            xs = np.geomspace(d.min(), d.max(), 20)
+            xs = np.geomspace(d.min(), onset if clipped else d.max(), 20)
             axes[0].loglog(xs, np.exp(fit["intercept"]) * xs ** fit["slope"], "-", color=f"C{i}")
         etas = sorted({r["eta_k"] for r in sel})
         med = [
@@ -44,6 +48,9 @@ def plot(data: dict, out_dir: Path) -> list[Path]:
         axes[1].loglog(etas, med, "-o", ms=3, color=f"C{i}", label=v)
         med_old = [np.median([r["bias_old"] for r in sel if r["eta_k"] == e]) for e in etas]
         axes[2].loglog(etas, np.maximum(med_old, FLOOR), "-o", ms=3, color=f"C{i}", label=v)
+    if data.get("clip_onset"):
+        axes[0].axvline(data["clip_onset"], color="k", ls=":", lw=1)
+        axes[0].text(data["clip_onset"], FLOOR * 10, " clip starts", fontsize=7)
     axes[0].set_xlabel("‖θ_k − θ_old‖")
     axes[0].set_ylabel("‖E_old[g(θ_k)]/κ − ∇J(θ_k)‖  (exact)")
     axes[0].set_title("bias vs distance (points: seeds × η × k; lines: fits)")
@@ -57,8 +64,8 @@ def plot(data: dict, out_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
     axes[2].legend(fontsize=7)
-    fig.suptitle("Exp. 2 — staleness: GRPO's bias grows with the inner-loop distance; "
-                 "TIC-GRPO unclipped stays at round-off (drawn at 1e-17)")  # fmt: skip
+    fig.suptitle("Staleness: GRPO's bias grows with the inner-loop distance; TIC-GRPO unclipped "
+                 "stays at round-off (drawn at 1e-17); CI: seed jackknife")  # fmt: skip
     return save(fig, out_dir, "fig_staleness")
 
 

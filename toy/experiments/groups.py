@@ -68,19 +68,21 @@ def run(ctx: Context) -> list[dict]:
             fb["slope"],
             fb["ci"],
             abs(fb["slope"] + 1) <= 0.15,
-            experiment="3 group size",
+            experiment="group_size",
             detail=f"exact, G ∈ [8, {sizes[-1]}] (CI: OLS, reflects departure from a power law); "
             f"mean advantages: slope {fits['mean']['bias']['slope']:.3f} (exactly (1−1/G)·∇J); "
             "RLOO: zero bias at every G",
         ),
         make_claim(
-            "group_size_mse_slope",
-            "The estimator's MSE vs the G → ∞ limit falls like 1/G (std)",
+            "group_size_batch_error_slope",
+            "Sampling error of ONE batch around the G → ∞ limit (its Monte Carlo variance plus the "
+            "squared bias) falls like 1/G (std): a property of averaging G samples, not v5's group "
+            "term (that is group_term_T_scaling)",
             "log-log slope ≈ −1 (|slope + 1| ≤ 0.15)",
             fm["slope"],
             fm["ci"],
             abs(fm["slope"] + 1) <= 0.15,
-            experiment="3 group size",
+            experiment="group_size",
             detail=f"Monte Carlo, fit over G ≥ 8, one group per prompt per batch; at small G std's "
             "MSE flattens (bounded advantages); relative MSE at G=2: std "
             f"{small['std']['rel_mse']:.3g}, mean {small['mean']['rel_mse']:.3g}, rloo "
