@@ -14,7 +14,7 @@ from .common import color, figure_main, label, save
 
 METHODS = ("grpo", "grpo2", "tic_grpo")
 TITLES = {"sigma": "σ² dial: lengths T/2 ± d (T = 8)", "M": "M_n dial: rare-token logit offset −β"}
-XLABELS = {"sigma": "d (σ² = d² at the start)", "M": "β (π(rare) ≈ e^{−β}/3)"}
+XLABELS = {"sigma": "d (σ² = d² at the start)", "M": "β (π(rare) ≈ e^{−β}/2)"}
 
 
 def plot(data: dict, out_dir: Path) -> list[Path]:

@@ -14,9 +14,9 @@ fixed offsets ``b`` make the two quantities of v5 Theorem 4.1 dials:
   probability ≈ 1/2) and forced at ``T/2 + d − 1``: lengths ``T/2 ± d``, mean ``T/2`` and
   ``σ² = d²`` at the start, the rest of the MDP unchanged as ``d`` moves;
 - ``rare_offset = β``: token ``V − 1`` gets the fixed logit offset ``−β`` everywhere, so its
-  probability is ``≈ e^{−β}/(V − 1)`` and ``M_n = max 1/π_old(token)`` grows like ``e^β`` once it
-  is sampled. The rare token is the target at a fraction ``rare_target`` of positions, so it
-  carries reward.
+  probability is ``≈ e^{−β}/(V − 2)`` (against the ordinary tokens) and
+  ``M_n = max 1/π_old(token)`` grows like ``e^β`` once it is sampled. The rare token is the
+  target at a fraction ``rare_target`` of positions, so it carries reward.
 
 Reward (terminal, in [0, 1], five levels so group compositions stay enumerable): the share of the
 response's non-stop tokens that match the prompt's target sequence, floored to quarters. It does
