@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 
 from analysis.report import REQUIRED_IDS, render_report, validate_summary
-from paper_figs import fig_group_size, fig_unbiasedness
+from paper_figs import fig_group_size, fig_mechanisms, fig_unbiasedness
 from toy.reproduce import main
 
 
 @pytest.fixture(scope="module")
 def quick_subset(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
-    assert main(["--out", str(out), "--only", "unbiased,group_size,length"]) == 0
+    assert main(["--out", str(out), "--only", "unbiased,group_size,mechanisms"]) == 0
     return out
 
 
 def test_subset_writes_figures_data_report_and_summary(quick_subset):
     for name, fig in (("unbiased", "fig_unbiasedness"), ("group_size", "fig_group_size"),
-                      ("length", "fig_length")):  # fmt: skip
+                      ("mechanisms", "fig_mechanisms")):  # fmt: skip
         folder = quick_subset / name
         assert (folder / "data.json").stat().st_size > 0
         assert (folder / "data.csv").stat().st_size > 0
@@ -31,11 +32,17 @@ def test_subset_writes_figures_data_report_and_summary(quick_subset):
     claims = {c["id"]: c for c in summary["claims"]}
     assert claims["tic_unbiased"]["holds"] and claims["tic_unbiased"]["measured"] < 1e-8
     assert claims["group_size_slope"]["ci"][0] < claims["group_size_slope"]["measured"]
-    assert "| `tic_unbiased` |" in (quick_subset / "REPORT.md").read_text()
+    assert claims["martingale_identity"]["holds"] and claims["martingale_identity"]["ci"] is None
+    assert claims["tic_second_moment_bound"]["measured"] <= 1.0
+    assert claims["martingale_identity"]["source"].startswith("Property 4.1")
+    report = (quick_subset / "REPORT.md").read_text()
+    assert report.index("## Summary") < report.index("## Verdicts")
+    assert "| `tic_unbiased` | Eq. 19" in report
 
 
 def test_figures_rerun_alone_from_saved_data(quick_subset, tmp_path):
-    for module, name in ((fig_unbiasedness, "unbiased"), (fig_group_size, "group_size")):
+    for module, name in ((fig_unbiasedness, "unbiased"), (fig_group_size, "group_size"),
+                         (fig_mechanisms, "mechanisms")):  # fmt: skip
         assert module.main(["--data", str(quick_subset / name / "data.json"), "--out",
                             str(tmp_path)]) == 0  # fmt: skip
     assert (tmp_path / "fig_unbiasedness.png").exists() and (
@@ -47,7 +54,7 @@ def test_summary_schema_rejects_missing_fields():
     row = {"id": "x", "claim": "c", "expected": "e", "measured": 1.0, "ci": None, "holds": True}
     good = {"claims": [dict(row, id=i) for i in REQUIRED_IDS], "config": {}, "seconds": 1.0}
     validate_summary(good)
-    assert "| `tic_unbiased` |" in render_report(good)
+    assert "| `hierarchy_T_exponents` |" in render_report(good)
     with pytest.raises(ValueError, match="missing required claim ids"):
         validate_summary({**good, "claims": good["claims"][1:]})
     bad = json.loads(json.dumps(good))
@@ -69,4 +76,8 @@ def test_full_quick_run_has_every_required_claim(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     validate_summary(summary)
     assert set(REQUIRED_IDS) <= {c["id"] for c in summary["claims"]}
-    assert summary["seconds"] < 180
+    assert all(c["source"] for c in summary["claims"])  # every row cites v5 (or says it does not)
+    for fig in sorted(tmp_path.glob("*/fig_*.png")):  # every figure re-draws from its data alone
+        module = importlib.import_module(f"paper_figs.{fig.stem}")
+        assert module.main(["--data", str(fig.parent / "data.json"), "--out", str(fig.parent)]) == 0
+    assert summary["seconds"] < 600  # wall clock on a shared machine; CPU time is in the docs

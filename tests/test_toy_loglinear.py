@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toy.loglinear import length_variance, make_loglinear_mdp, score_tokens
-from toy.mdp import init_theta, policy_gradient, policy_gradient_autograd, response_probs, token_logp
+from toy.mdp import (
+    init_theta,
+    policy_gradient,
+    policy_gradient_autograd,
+    response_probs,
+    token_logp,
+)
 
 mdps = st.builds(
     make_loglinear_mdp,
