@@ -122,30 +122,38 @@ def _fmt(v) -> str:
     return f"{v:.3e}"
 
 
+def _cell(text) -> str:
+    """Markdown-table-safe text (a ``|`` inside a cell would split it)."""
+    return str(text).replace("|", "\\|")
+
+
+def _value(r: dict) -> str:
+    ci = "" if r["ci"] is None else f" [{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]"
+    return f"{_fmt(r['measured'])}{ci}"
+
+
 def _summary_lines(rows: list[dict]) -> list[str]:
-    """The opening summary: what holds, what does not, with the numbers, grouped by kind."""
+    """The opening summary: what holds, what does not (with the numbers), how to read it."""
     exact = [r for r in rows if r["ci"] is None and r["holds"]]
-    failed = [r for r in rows if not r["holds"]]
     sampled = [r for r in rows if r["ci"] is not None and r["holds"]]
+    failed = [r for r in rows if not r["holds"]]
     lines = ["## Summary", ""]
     if exact:
         lines.append("- **Exact results that hold** (enumeration, float64): "
-                     + ", ".join(f"`{r['id']}` ({_fmt(r['measured'])})" for r in exact) + ".")  # fmt: skip
+                     + ", ".join(f"`{r['id']}`" for r in exact) + ".")  # fmt: skip
     if sampled:
-        lines.append("- **Sampled results that hold** (95% CI over seeds or batches): "
-                     + ", ".join(f"`{r['id']}` ({_fmt(r['measured'])} [{_fmt(r['ci'][0])}, "
-                                 f"{_fmt(r['ci'][1])}])" for r in sampled) + ".")  # fmt: skip
+        lines.append("- **Sampled results that hold** (95% CI): "
+                     + "; ".join(f"`{r['id']}` {_value(r)}" for r in sampled) + ".")  # fmt: skip
     if failed:
-        lines.append("- **Do not hold on our MDPs** — each is a measurement, not a bug to tune "
-                     "away: " + "; ".join(
-                         f"`{r['id']}`: expected {r['expected']}, measured {_fmt(r['measured'])}"
-                         + ("" if r["ci"] is None else f" [{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]")
-                         for r in failed) + ".")  # fmt: skip
+        lines.append("- **Do not hold on our MDPs** (measurements, not bugs to tune away; the "
+                     "details say why):")  # fmt: skip
+        lines += [f"  - `{r['id']}` ({r.get('source', '')}): measured {_value(r)}; expected "
+                  f"{r['expected']}" for r in failed]  # fmt: skip
     lines += [
-        "- How to read the theorem rows: Thm 4.1–4.3 are upper bounds, so a measured exponent "
-        "below a bound's is consistent with it, and a reversed or absent ordering of S is a "
-        "result about these MDPs, not a refutation of an O(·) bound. Each row's details give "
-        "the setting, the step size and every method's numbers.",
+        "- **Reading the theorem rows**: Thm 4.1–4.3 are upper bounds, so an exponent below a "
+        "bound's is consistent with it, and a reversed or absent ordering of S is a result about "
+        "these MDPs, not a refutation of an O(·) bound. Rows whose CI straddles the threshold "
+        "need more seeds before a conclusion: run `ticgrpo reproduce --full`.",
         "",
     ]
     return lines
@@ -172,7 +180,8 @@ def render_report(summary: dict) -> str:
         ci = "exact" if r["ci"] is None else f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]"
         verdict = "holds" if r["holds"] else "**does not hold**"
         lines.append(
-            f"| `{r['id']}` | {r.get('source', '')} | {r['claim']} | {r['expected']} "
+            f"| `{r['id']}` | {_cell(r.get('source', ''))} | {_cell(r['claim'])} "
+            f"| {_cell(r['expected'])} "
             f"| {_fmt(r['measured'])} | {ci} | {verdict} |"
         )
     lines += ["", "## Details", ""]

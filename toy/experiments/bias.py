@@ -86,7 +86,8 @@ def unbiased(ctx: Context) -> list[dict]:
     return [
         make_claim(
             "tic_unbiased",
-            "TIC-GRPO (no clip, A independent of other samples) is unbiased for ∇J(θ)",
+            "TIC-GRPO's leading term (Eq. 19: trajectory ratio, no clip, advantages that do not "
+            "use the group) is unbiased for ∇J(θ)/T at any θ (v5 says only this term is)",
             "max rel. error < 1e-8 for θ far from θ_old",
             tic,
             None,
@@ -107,7 +108,8 @@ def unbiased(ctx: Context) -> list[dict]:
         ),
         make_claim(
             "tic_rloo_unbiased",
-            "With RLOO advantages (G=4) TIC-GRPO stays unbiased for ∇J(θ)",
+            "With RLOO advantages (G=4) TIC-GRPO unclipped stays unbiased for ∇J(θ)/T (a baseline "
+            "without the group-mean term Y₁)",
             "max rel. error < 1e-8",
             rloo,
             None,

@@ -307,7 +307,7 @@ def group_term(ctx: Context) -> list[dict]:
     folder = ctx.folder("group_term")
     horizons = ctx.size([2, 4, 6, 8], [2, 3, 4, 6, 8, 10])
     sizes = [2, 4, 8, 16, 32]
-    chunks, batches = 10, ctx.size(400, 2000)
+    chunks, batches = 10, ctx.size(400, 1000)
     gen = torch.Generator().manual_seed(ctx.seed + 7)
     vals = {}
     for t in horizons:

@@ -50,8 +50,8 @@ def sweep(mdp, variant: str, etas, seeds, iterations: int, inner_steps: int) -> 
 def run(ctx: Context) -> list[dict]:
     folder = ctx.folder("practice")
     mdp = practice_mdp(ctx.seed)
-    etas = ctx.size([0.3, 1, 3, 10, 30, 100], list(np.geomspace(0.1, 300, 12)))
-    n_seeds = ctx.size(16, 40)
+    etas = ctx.size([1, 3, 10, 30, 100, 300], [float(e) for e in np.geomspace(0.3, 1000, 10)])
+    n_seeds = ctx.size(16, 24)
     seeds = list(range(ctx.seed, ctx.seed + n_seeds))
     select, heldout = list(range(0, n_seeds, 2)), list(range(1, n_seeds, 2))
     iterations = ctx.size(20, 40)
@@ -110,14 +110,16 @@ def run(ctx: Context) -> list[dict]:
         ),
         make_claim(
             "no_is_comparable",
-            "Without importance sampling (∇ at θ_old on each mini-batch) GRPO trains about as "
-            "well (v5 Fig. 1, §2.3)",
-            f"held-out mean J: |no-IS − GRPO| CI inside ±{margin:.3g} (10% of GRPO's gain)",
+            "Without importance sampling (∇ at θ_old on each mini-batch) GRPO loses nothing "
+            "noticeable (v5 Fig. 1, §2.3: 'no noticeable performance drop … even a slight gain')",
+            f"held-out mean J: no-IS − GRPO CI above −{margin:.3g} (non-inferiority, margin 10% "
+            "of GRPO's gain)",
             ni["mean"],
             ni["ci"],
-            -margin < ni["ci"][0] and ni["ci"][1] < margin,
+            ni["ci"][0] > -margin,
             experiment="practice",
-            detail=f"{where}. GRPO's held-out gain over J₀ = {j0:.3f}: {gain:.3f}.",
+            detail=f"{where}. GRPO's held-out gain over J₀ = {j0:.3f}: {gain:.3f}; a CI entirely "
+            "above 0 means no-IS is better, which v5 also reports late in training.",
         ),
         make_claim(
             "ablation_table2",
