@@ -1,8 +1,8 @@
 """Fits and confidence intervals used by the report (numpy/scipy only; never imports the trainer).
 
 - ``loglog_fit``: OLS slope of ``log y`` on ``log x`` with its standard error and 95% interval.
-- ``bootstrap_loglog``: the same slope with a percentile interval from resampling whole units
-  (seeds), for points that are correlated within a unit.
+- ``jackknife_loglog``: the same slope with a leave-one-unit-out (seed) interval, for points
+  correlated within a unit; ``binned_local_slopes``: slopes within quantile bins of ``x``.
 - ``mean_ci``: Student-t interval of a mean; ``paired_diff_ci`` for paired differences.
 - ``fit_exponent``: the exponent of ``E[y] ∝ x^a`` from per-seed curves, with a leave-one-seed-out
   (jackknife) interval and local slopes between neighbouring ``x`` (sampling error, not misfit).
@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
 
 
 def loglog_fit(x, y) -> dict:
@@ -36,24 +36,6 @@ def loglog_fit(x, y) -> dict:
         "r2": float(res.rvalue**2),
         "n": n,
     }
-
-
-def bootstrap_loglog(x, y, unit, *, reps: int = 1000, seed: int = 0) -> dict:
-    """``loglog_fit`` on all points, with a 95% percentile interval from resampling ``unit`` ids."""
-    x, y, unit = np.asarray(x, float), np.asarray(y, float), np.asarray(unit)
-    base = loglog_fit(x, y)
-    rng = np.random.default_rng(seed)
-    ids = np.unique(unit)
-    members = [np.flatnonzero(unit == u) for u in ids]
-    slopes = []
-    for _ in range(reps):
-        pick = np.concatenate([members[i] for i in rng.integers(len(ids), size=len(ids))])
-        try:
-            slopes.append(loglog_fit(x[pick], y[pick])["slope"])
-        except ValueError:
-            continue
-    lo, hi = np.percentile(slopes, [2.5, 97.5])
-    return {**base, "ci": [float(lo), float(hi)], "se": float(np.std(slopes, ddof=1))}
 
 
 def jackknife_loglog(x, y, unit, *, level: float = 0.95) -> dict:
@@ -182,27 +164,3 @@ def select_and_score(scores, select, heldout, *, level: float = 0.95) -> dict:
     held = s[best, heldout]
     return {"best": best, "selection_mean": float(sel_means[best]),
             "heldout": mean_ci(held, level), "heldout_scores": held.tolist()}  # fmt: skip
-
-
-def fit_rate_shape(eta, k, n, g, s) -> dict:
-    """Fit ``s ≈ a/(η·K·N) + b·η·K + c/G`` with ``a, b, c ≥ 0`` (non-negative least squares).
-
-    Residuals are weighted by ``1/s`` (relative error), so small and large values count alike.
-    Returns the constants, the relative RMS error and ``r2`` of the weighted fit.
-    """
-    eta, k, n, g, s = (np.asarray(v, float) for v in (eta, k, n, g, s))
-    design = np.stack([1 / (eta * k * n), eta * k, 1 / g], axis=1)
-    w = 1 / s
-    coef, _ = optimize.nnls(design * w[:, None], s * w)
-    pred = design @ coef
-    rel = (pred - s) / s
-    ss_res = float(np.sum(rel**2))
-    ss_tot = float(np.sum(((s - s.mean()) / s) ** 2))
-    return {
-        "a": float(coef[0]),
-        "b": float(coef[1]),
-        "c": float(coef[2]),
-        "rel_rmse": float(np.sqrt(np.mean(rel**2))),
-        "r2": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
-        "n": int(s.size),
-    }

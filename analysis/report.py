@@ -84,17 +84,6 @@ def make_claim(
     }
 
 
-def positive_diff_claim(
-    cid: str, claim: str, expected: str, diff: dict, *, experiment: str, detail: str = ""
-) -> dict:
-    """A claim that a paired difference is positive: it holds when the 95% CI lies above 0.
-
-    ``diff`` is ``analysis.fits.paired_diff_ci``'s ``{"mean", "ci", ...}``.
-    """
-    return make_claim(cid, claim, expected, diff["mean"], diff["ci"], diff["ci"][0] > 0,
-                      experiment=experiment, detail=detail)  # fmt: skip
-
-
 def validate_summary(summary: dict) -> None:
     """Raise ``ValueError`` naming the first field that breaks the schema."""
     for key in ("claims", "config", "seconds"):

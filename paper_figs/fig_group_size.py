@@ -43,7 +43,7 @@ def plot(data: dict, out_dir: Path) -> list[Path]:
     axes[0].set_ylabel("‖E_G[g] − g_∞‖ / ‖g_∞‖  (exact)")
     axes[0].set_title("bias vs the G → ∞ limit (RLOO: zero up to round-off)")
     axes[1].set_ylabel("E‖g − g_∞‖² / ‖g_∞‖²  (MC, 95% bars)")
-    axes[1].set_title("MSE of one batch (one group per prompt); slopes fit on G ≥ 8")
+    axes[1].set_title("sampling error of one batch (variance + bias²); slopes fit on G ≥ 8")
     for ax in axes:
         ax.legend(fontsize=8)
     m = data["mdp"]

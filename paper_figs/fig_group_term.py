@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from .common import color, figure_main, label, save
 
@@ -37,7 +38,10 @@ def plot(data: dict, out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
         ax.set_ylabel("E‖Y₁/κ‖²  (group-mean error, on-policy)")
     axes[0].set_xlabel("group size |G|")
-    axes[0].set_title(f"vs |G| at T = {t_max} (bounds: 1/|G|)")
+    axes[0].set_title(f"vs |G| at T = {t_max} (bounds allow 1/|G|; dotted: ∝ 1/|G|²)")
+    g = np.asarray(data["sizes"], float)
+    ref = [r["Y1_sq"] for r in rows if r["method"] == "tic_grpo" and r["T"] == t_max][0]
+    axes[0].plot(g, ref * (g[0] / g) ** 2, ":", color="k", lw=1)
     axes[1].set_xlabel("length budget T")
     axes[1].set_title(f"vs T at |G| = {g_ref} (bounds: T² GRPO, GRPO₂; T TIC)")
     fig.suptitle(f"Group term, Monte Carlo ({data['batches']} batches per point, 95% CI from "

@@ -350,7 +350,8 @@ def group_term(ctx: Context) -> list[dict]:
             experiment="group_term",
             detail="measured = GRPO's T-exponent minus TIC's at G=8. T-exponents (95% CI): "
             + ", ".join(f"{m} {_ci_text(ft[m])}" for m in THEORY)
-            + "; G-exponents per T (expected −1): "
+            + "; G-exponents per T (the bounds' 1/|G| allows −1; a squared error of a mean of G "
+            "terms times a 1/√G group-mean error falls like 1/G², i.e. −2): "
             + "; ".join(f"{m} " + ", ".join(f"{s:.2f}" for s in gslopes[m]) for m in THEORY)
             + f". On-policy (θ = θ_old, so ratios and clips are inactive), {batches} batches per "
             "cell, CI from 10 independent blocks.",
