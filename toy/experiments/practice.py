@@ -92,10 +92,13 @@ def run(ctx: Context) -> list[dict]:
     best = ", ".join(f"{r['variant']} η*={r['eta_star']:.3g}: {r['heldout_mean_J']:.4f}"
                      for r in rows if r["K"] == k0)  # fmt: skip
     edge_note = f" η* at the grid's edge for: {', '.join(edges)}." if edges else ""
-    other_k = "; ".join(
-        f"K={k}: TIC − GRPO {np.mean(np.asarray(picks[(k, 'tic_grpo')]['heldout_scores']) - np.asarray(picks[(k, 'grpo')]['heldout_scores'])):+.4f}"
-        for k in ks if k != k0
-    )  # fmt: skip
+
+    def k_diff(k):
+        d = paired_diff_ci(picks[(k, "tic_grpo")]["heldout_scores"],
+                           picks[(k, "grpo")]["heldout_scores"])  # fmt: skip
+        return f"K={k}: TIC − GRPO {d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
+
+    other_k = "; ".join(k_diff(k) for k in ks if k != k0)
     return [
         make_claim(
             "tic_vs_grpo_best_eta",
