@@ -51,7 +51,7 @@ def run(ctx: Context) -> list[dict]:
     folder = ctx.folder("practice")
     mdp = practice_mdp(ctx.seed)
     etas = ctx.size([1, 3, 10, 30, 100, 300], [float(e) for e in np.geomspace(0.3, 1000, 10)])
-    n_seeds = ctx.size(16, 24)
+    n_seeds = ctx.size(24, 32)
     seeds = list(range(ctx.seed, ctx.seed + n_seeds))
     select, heldout = list(range(0, n_seeds, 2)), list(range(1, n_seeds, 2))
     iterations = ctx.size(20, 40)
