@@ -61,11 +61,6 @@ def lab_mdp(seed: int, reward: str = "graded", **kw) -> TabularMDP:
     return make_mdp(**args)
 
 
-def train_mdp(seed: int, reward: str = "binary") -> TabularMDP:
-    """The MDP of the training experiments: V=4, T=3, four prompts, sparse binary reward."""
-    return make_mdp(4, 3, 4, table="prefix", reward=reward, p_correct=0.15, seed=seed)
-
-
 def onpolicy_scale(
     mdp: TabularMDP, theta: torch.Tensor, method: str, adv_mode: str = "none", group_size: int = 1,
     **options,
