@@ -6,8 +6,10 @@ ones c_i (reward >= `correct_threshold`) and report
     eval/avg@k   = (1/P) Σ_i c_i / k                      (the paper's "average accuracy")
     eval/pass@j  = (1/P) Σ_i pass_at_k(k, c_i, j)  for j = 1..k   (Chen et al. 2021)
 
-pass@1 equals avg@k exactly. `ticgrpo eval` runs this on a local model and data file and writes
-`eval_results.json` (metrics, per-problem counts and completions, the arguments).
+pass@1 equals avg@k exactly. `ticgrpo eval --data FILE` runs this on a local model and one data
+file and writes `eval_results.json` (metrics, per-problem counts and completions, the arguments);
+`ticgrpo eval --suite paper|FILE.yaml` runs several benchmarks, each with its own decoding, and
+puts the paper's Table 1 value beside ours (`llm.eval_suite`).
 """
 
 from __future__ import annotations
@@ -186,18 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ticgrpo eval",
         description="Accuracy averaged over k samples (avg@k) and unbiased pass@k of a local "
-        "causal LM on a problem file (AIME-style jsonl/parquet).",
+        "causal LM: on one problem file (--data), or on a suite of benchmarks, each with its own "
+        "decoding (--suite paper | FILE.yaml; see llm/eval_suite.py and docs/TRAINER.md).",
     )
     p.add_argument("--model", required=True, help="local model folder (from_pretrained)")
-    p.add_argument("--data", required=True, help="problems: .jsonl, .json or .parquet")
+    p.add_argument("--data", help="one problem file: .jsonl, .json or .parquet")
+    p.add_argument("--suite", help="benchmark suite: 'paper' (AIME24/25 Avg@32, MATH500 greedy) "
+                   "or a YAML file")  # fmt: skip
+    p.add_argument("--bench-data", action="append", default=[], metavar="NAME=PATH",
+                   help="suite: the local file of benchmark NAME (repeatable)")  # fmt: skip
+    p.add_argument("--only", help="suite: comma-separated benchmark names to run")
+    p.add_argument("--paper-model", help="suite: model name for the paper's column (default: "
+                   "the --model folder's name, e.g. Qwen3-1.7B)")  # fmt: skip
+    p.add_argument("--paper-method", help="suite: method for the paper's column (default: the "
+                   "--checkpoint run's config.yaml method)")  # fmt: skip
     p.add_argument("--checkpoint", help="run or checkpoint folder whose weights replace --model's")
-    p.add_argument("--k", type=int, default=8, help="samples per problem (default 8)")
-    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--k", type=int, default=8, help="--data: samples per problem (default 8)")
+    p.add_argument("--max-new-tokens", type=int, help="length budget (default 1024 for --data; "
+                   "the suite's otherwise)")  # fmt: skip
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--reward", default="math", help="registered reward name (default math)")
     p.add_argument("--schema", default="auto", help="data schema: auto, plain, dapo")
-    p.add_argument("--limit", type=int, help="evaluate only the first N problems")
+    p.add_argument("--limit", type=int, help="evaluate only the first N problems (of each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--batch-size",
@@ -211,20 +224,102 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampling path: plain (reference) or static (static KV cache, compiled on CUDA)",
     )
     p.add_argument("--no-chat-template", action="store_true", help="plain User:/Assistant: prompt")
-    p.add_argument("--out", help="folder for eval_results.json (default: print only)")
+    p.add_argument("--out", help="folder for the results (default: print only)")
     return p
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
     if not (Path(args.model) / "config.json").is_file():
         return f"--model {args.model}: not a model folder (no config.json)"
-    if not Path(args.data).is_file():
+    if bool(args.data) == bool(args.suite):
+        return "give exactly one of --data FILE (one benchmark) or --suite NAME|FILE"
+    if args.data and not Path(args.data).is_file():
         return f"--data {args.data}: no such file"
-    if args.k < 1 or args.max_new_tokens < 1:
-        return f"--k and --max-new-tokens must be >= 1 (got {args.k}, {args.max_new_tokens})"
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        return f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})"
+    if args.k < 1:
+        return f"--k must be >= 1 (got {args.k})"
+    if args.limit is not None and args.limit < 1:
+        return f"--limit must be >= 1 (got {args.limit})"
     if not args.temperature > 0 or not 0 < args.top_p <= 1:
         return f"need --temperature > 0 and 0 < --top-p <= 1 (got {args.temperature}, {args.top_p})"
+    bad = [b for b in args.bench_data if "=" not in b]
+    if bad:
+        return f"--bench-data expects NAME=PATH, got {bad[0]!r}"
     return None
+
+
+def load_model(model_dir: str, checkpoint: str | None = None):
+    """(model, tokenizer): bf16 on a GPU, fp32 on CPU; a run's checkpoint weights when given."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cuda = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.bfloat16 if cuda else torch.float32
+    ).to("cuda" if cuda else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if checkpoint:
+        from llm.runstate.checkpoint import load_checkpoint
+
+        load_checkpoint(checkpoint, model=model, optimizer=None, restore_rng=False)
+    return model, tokenizer
+
+
+def run_method(checkpoint: str | None) -> str | None:
+    """The ``method`` in the config.yaml of the run holding ``checkpoint`` (None if absent)."""
+    if not checkpoint:
+        return None
+    import yaml
+
+    for folder in (Path(checkpoint), *Path(checkpoint).parents[:2]):
+        cfg = folder / "config.yaml"
+        if cfg.is_file():
+            data = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+            return data.get("method") if isinstance(data, dict) else None
+    return None
+
+
+def _suite_main(args: argparse.Namespace) -> int:
+    from llm.eval_suite import EvalContext, SuiteError, load_suite, run_suite, write_suite_result
+
+    overrides = {}
+    if args.limit:
+        overrides["limit"] = args.limit
+    if args.max_new_tokens:
+        overrides["max_new_tokens"] = args.max_new_tokens
+    try:
+        benches = load_suite(
+            args.suite, data=dict(b.split("=", 1) for b in args.bench_data),
+            only=[x for x in (args.only or "").split(",") if x], overrides=overrides,
+        )  # fmt: skip
+        for b in benches:  # unknown rewards fail before the model loads
+            _resolve_reward(b.reward)
+    except (SuiteError, KeyError, ValueError) as e:
+        print(f"ticgrpo eval: {e}", file=sys.stderr)
+        return 2
+    model, tokenizer = load_model(args.model, args.checkpoint)
+    ctx = EvalContext(
+        seed=args.seed,
+        batch_size=args.batch_size,
+        chat_template=not args.no_chat_template,
+        generation=args.generation,
+    )
+    try:
+        result = run_suite(
+            model, tokenizer, benches, ctx, model_name=args.paper_model or args.model,
+            method=args.paper_method or run_method(args.checkpoint),
+        )  # fmt: skip
+    except (SuiteError, ValueError, OSError) as e:  # DataError names the file, row and field
+        print(f"ticgrpo eval: {e}", file=sys.stderr)
+        return 2
+    from llm.eval_suite import markdown_table
+
+    print(markdown_table(result), end="")
+    if args.out:
+        written = write_suite_result(result, args.out)
+        print(f"wrote {len(written)} files to {Path(args.out)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,9 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     if msg := _check_args(args):
         print(f"ticgrpo eval: {msg}", file=sys.stderr)
         return 2
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    if args.suite:
+        return _suite_main(args)
     from llm.data.loaders import load_examples
 
     try:
@@ -243,21 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, OSError) as e:  # unknown reward, DataError (a ValueError)
         print(f"ticgrpo eval: {e}", file=sys.stderr)
         return 2
-    cuda = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=torch.bfloat16 if cuda else torch.float32
-    ).to("cuda" if cuda else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    if args.checkpoint:
-        from llm.runstate.checkpoint import load_checkpoint
-
-        load_checkpoint(args.checkpoint, model=model, optimizer=None, restore_rng=False)
+    model, tokenizer = load_model(args.model, args.checkpoint)
     result = evaluate(
         model,
         tokenizer,
         loaded.examples,
         k=args.k,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens or 1024,
         temperature=args.temperature,
         top_p=args.top_p,
         reward=reward_fn,

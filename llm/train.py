@@ -31,7 +31,14 @@ from llm.parallel.checkpoint import load_full_checkpoint, model_layout, save_ful
 from llm.rollout.experience import collect
 from llm.runstate.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from llm.runstate.logging import RunLogger
-from llm.runstate.setup import DataStream, load_data, load_model, make_optimizer, prepare_run
+from llm.runstate.setup import (
+    DataStream,
+    load_data,
+    load_model,
+    make_optimizer,
+    one_epoch_steps,
+    prepare_run,
+)
 from llm.update.batching import sequence_logprobs
 from llm.update.inner_steps import inner_steps, reuses_onpolicy_logp
 from ticgrpo import group_advantages
@@ -117,6 +124,7 @@ def _train(cfg: C.TrainConfig, run_dir: Path, resume: bool, comm) -> dict:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tokenizer, data = load_data(cfg, paths)  # bad rows fail here, before the model loads
+    cfg = one_epoch_steps(cfg, len(data.train))  # total_steps=0: one epoch
     from llm.rewards.registry import get_reward
 
     reward = get_reward(cfg.reward, timeout_s=cfg.reward_timeout_s)

@@ -153,7 +153,7 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
 
     _choice(problems, "tiny_task", cfg.tiny_task, TASKS, suggest)
     _positive(problems, cfg, ("prompts_per_step", "group_size", "max_new_tokens", "lr"))
-    _positive(problems, cfg, ("epochs_per_rollout", "total_steps", "eval_k", "keep_checkpoints"))
+    _positive(problems, cfg, ("epochs_per_rollout", "eval_k", "keep_checkpoints"))
     _positive(problems, cfg, ("logprob_chunk_size", "tiny_task_size", "reward_timeout_s"))
     _positive(
         problems,
@@ -162,7 +162,7 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
             "minibatch_size", "microbatch_size", "generation_batch_size", "max_prompt_tokens",
             "warmup_steps", "max_grad_norm", "weight_decay", "samples_every", "num_samples_shown",
             "eval_every", "eval_max_new_tokens", "eval_limit", "save_every", "num_threads",
-            "dynamic_sampling_max_rounds", "microbatch_tokens",
+            "dynamic_sampling_max_rounds", "microbatch_tokens", "total_steps",
         ),
         allow_zero=True,
     )  # fmt: skip
