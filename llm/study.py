@@ -48,7 +48,7 @@ class StudyError(ValueError):
 
 def arm_overrides(arm: str) -> list[str]:
     """``--set`` strings of an arm's own keys."""
-    return [f"{k}={json.dumps(v)}" for k, v in ARMS[arm][1].items()]
+    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in ARMS[arm][1].items()]
 
 
 def parse_arms(text: str | None) -> list[str]:
