@@ -100,6 +100,9 @@ def run_arm(arm: str, cfg, out: Path) -> dict:
         return json.loads(done.read_text())
     _check_folder(run_dir, cfg)
     resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
+    if not resume:  # lines of an attempt that died before its first checkpoint: start clean
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
     print(f"ticgrpo study: {arm}: {'resuming' if resume else 'training'} in {run_dir}")
     last = train(cfg, run_dir, resume=resume)
     _write(done, json.dumps(last, indent=1))
@@ -261,7 +264,8 @@ def run_study(args) -> int:
 
         suite_args = {"suite": args.suite, "data": dict(b.split("=", 1) for b in args.bench_data),
                       "only": None, "overrides": {"limit": args.eval_limit} if args.eval_limit else {}}  # fmt: skip
-        load_suite(**suite_args)  # a missing file or bad suite fails before any training
+        # a missing file or a bad suite fails before any training
+        load_suite(suite_args["suite"], data=suite_args["data"], overrides=suite_args["overrides"])
     for arm in arms:
         run_arm(arm, cfgs[arm], out)
         if suite_args:

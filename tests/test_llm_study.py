@@ -108,3 +108,30 @@ def test_arm_selection_and_arm_keys_are_checked():
     cfgs = build_arm_configs("tiny", None, [], list(ARMS))
     assert cfgs["no_is"].no_is and cfgs["no_is"].method == "grpo"
     assert cfgs["gspo"].eps_high == 4e-4 and cfgs["grpo2"].aggregation != cfgs["grpo"].aggregation
+
+
+def test_a_study_arm_is_evaluated_with_a_suite(tmp_path):
+    """--suite evaluates each finished arm's final weights; the summary puts the suite's rows
+    (and the paper's column, empty for the tiny model) beside the training columns."""
+    import yaml
+
+    from llm.data.tiny import write_tiny_task
+
+    write_tiny_task(tmp_path / "copy.jsonl", 6, seed=5, kind="copy")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"benchmarks": [
+        {"name": "copy", "data": str(tmp_path / "copy.jsonl"), "k": 2, "reward": "tiny_task",
+         "prompt_format": "as_is", "max_new_tokens": 3, "paper": "aime24"},
+    ]}))  # fmt: skip
+    out = tmp_path / "s"
+    assert study_main(_argv(out, "--arms", "tic_grpo", "--suite", str(suite))) == 0
+    row = json.loads((out / "tic_grpo" / "eval_suite" / "eval_suite.json").read_text())["rows"][0]
+    assert row["benchmark"] == "copy" and row["num_problems"] == 6 and row["paper"] is None
+    summary = json.loads((out / "study_summary.json").read_text())
+    assert [r["arm"] for r in summary["arms"]] == ["tic_grpo"]
+    assert summary["arms"][0]["suite"] == [row]
+    md = (out / "study_summary.md").read_text()
+    assert f"| TIC-GRPO | avg@2 {100 * row['avg@2']:.2f} ± " in md
+    # a suite that cannot run fails before any training
+    assert study_main(_argv(tmp_path / "t", "--suite", str(tmp_path / "none.yaml"))) == 2
+    assert not (tmp_path / "t" / "grpo").exists()
