@@ -111,7 +111,7 @@ def run_arm(arm: str, cfg, out: Path) -> dict:
 
 def eval_arm(arm: str, cfg, out: Path, suite_args: dict) -> None:
     """Evaluate an arm's final weights with the suite into ``out/arm/eval_suite/``."""
-    from llm.eval_suite import EvalContext, load_suite, run_suite, write_suite_result
+    from llm.eval.suite import EvalContext, load_suite, run_suite, write_suite_result
     from llm.evaluate import load_model
 
     run_dir = out / arm
@@ -260,7 +260,7 @@ def run_study(args) -> int:
     _record_study(out, args, arms, cfgs)
     suite_args = None
     if args.suite:
-        from llm.eval_suite import load_suite
+        from llm.eval.suite import load_suite
 
         suite_args = {"suite": args.suite, "data": dict(b.split("=", 1) for b in args.bench_data),
                       "only": None, "overrides": {"limit": args.eval_limit} if args.eval_limit else {}}  # fmt: skip
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.preset or args.config or args.summary_only):
         args.preset = "tiny"
     from llm.config.build import ConfigError
-    from llm.eval_suite import SuiteError
+    from llm.eval.suite import SuiteError
 
     try:
         return run_study(args)

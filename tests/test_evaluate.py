@@ -325,7 +325,7 @@ def test_greedy_equals_argmax_decoding(tiny):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llm.eval_suite import greedy_generate
+    from llm.eval.suite import greedy_generate
 
     model = AutoModelForCausalLM.from_pretrained(tiny / "model")
     tok = AutoTokenizer.from_pretrained(tiny / "model")
@@ -344,7 +344,7 @@ def test_greedy_equals_argmax_decoding(tiny):
 
 
 def test_suite_errors_name_the_file_row_and_field(tiny, tmp_path, capsys):
-    from llm.eval_suite import SuiteError, load_suite
+    from llm.eval.suite import SuiteError, load_suite
 
     suite = write_suite(tmp_path / "s.yaml", tiny, temprature=0.5)
     with pytest.raises(SuiteError, match=r"s.yaml: benchmarks\[1\]: unknown field 'temprature'; "
@@ -375,7 +375,7 @@ def test_suite_errors_name_the_file_row_and_field(tiny, tmp_path, capsys):
 def test_a_new_benchmark_kind_is_one_registered_function(tiny, tmp_path):
     """How a code benchmark plugs in: a function returning per-problem correct counts; the
     table, standard error, pass@k and the paper's column come from the suite."""
-    from llm.eval_suite import (
+    from llm.eval.suite import (
         BENCHMARK_KINDS,
         BenchmarkRun,
         EvalContext,

@@ -148,7 +148,7 @@ def test_imports_sit_at_the_top(path):
     )
 
 
-STAGES = ("config", "data", "rollout", "rewards", "update", "runstate", "parallel")
+STAGES = ("config", "data", "rollout", "rewards", "update", "runstate", "parallel", "eval")
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -164,4 +164,4 @@ def test_stage_folder_has_a_light_init_with_its_question(stage):
 
 def test_only_the_entry_points_stay_at_the_top():
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__.py", "evaluate.py", "train.py"], top
+    assert top == ["__init__.py", "evaluate.py", "study.py", "train.py"], top

@@ -25,7 +25,7 @@
       v5 ran its experiments in verl "following DAPO". v5's own formula is ``mean``
       (``--set advantage_mode=mean``);
     * trainer evaluation: AIME24 Avg@32 at temperature 1.0, top-p 1.0 (v5 Fig. 2's curve);
-      the full Table 1 suite is ``ticgrpo eval --suite paper`` (llm/evaluate.py).
+      the full Table 1 suite is ``ticgrpo eval --suite paper`` (llm/eval/suite.py).
   What v5 leaves open, and our choice:
     * group size G = 16: DAPO's value (v5 follows DAPO; verl's DAPO recipe samples 16);
       a rollout is then 128·16 = 2048 trajectories, a mini-batch 512.

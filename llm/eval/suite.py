@@ -271,7 +271,7 @@ def load_benchmark_examples(bench: Benchmark) -> list:
 
 def run_sampled(model, tokenizer, bench: Benchmark, ctx: EvalContext) -> BenchmarkRun:
     """Load, generate (greedy or sampled), score with the registered reward."""
-    from llm.evaluate import evaluate
+    from llm.eval.metrics import evaluate
 
     examples = load_benchmark_examples(bench)
     out = evaluate(
@@ -302,7 +302,7 @@ def paper_value(model_name: str | None, method: str | None, column: str) -> floa
 
 def bench_summary(bench: Benchmark, run: BenchmarkRun, paper: float | None) -> dict:
     """One table row: avg@k ± SE, pass@k (fractions) and the paper's value (percent)."""
-    from llm.evaluate import summarize
+    from llm.eval.metrics import summarize
 
     if run.k != bench.k or not run.num_correct:
         raise SuiteError(
