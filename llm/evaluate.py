@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ticgrpo eval",
         description="Accuracy averaged over k samples (avg@k) and unbiased pass@k of a local "
         "causal LM: on one problem file (--data), or on a suite of benchmarks, each with its own "
-        "decoding (--suite paper | FILE.yaml; see llm/eval_suite.py and docs/TRAINER.md).",
+        "decoding (--suite paper | FILE.yaml; see llm/eval/suite.py and docs/TRAINER.md).",
     )
     p.add_argument("--model", required=True, help="local model folder (from_pretrained)")
     p.add_argument("--data", help="one problem file: .jsonl, .json or .parquet")
