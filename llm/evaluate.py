@@ -46,13 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper-method", help="suite: method for the paper's column (default: the "
                    "--checkpoint run's config.yaml method)")  # fmt: skip
     p.add_argument("--checkpoint", help="run or checkpoint folder whose weights replace --model's")
-    p.add_argument("--k", type=int, default=8, help="--data: samples per problem (default 8)")
+    p.add_argument("--k", type=int, help="--data: samples per problem (default 8)")
     p.add_argument("--max-new-tokens", type=int, help="length budget (default 1024 for --data; "
                    "the suite's otherwise)")  # fmt: skip
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--reward", default="math", help="registered reward name (default math)")
-    p.add_argument("--schema", default="auto", help="data schema: auto, plain, dapo")
+    p.add_argument("--temperature", type=float, help="--data: sampling temperature (default 1)")
+    p.add_argument("--top-p", type=float, help="--data: nucleus threshold (default 1)")
+    p.add_argument("--reward", help="--data: registered reward name (default math)")
+    p.add_argument("--schema", help="--data: data schema: auto (default), plain, dapo")
     p.add_argument("--limit", type=int, help="evaluate only the first N problems (of each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -72,23 +72,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments (None when fine); fills --data's defaults."""
     if not (Path(args.model) / "config.json").is_file():
         return f"--model {args.model}: not a model folder (no config.json)"
     if bool(args.data) == bool(args.suite):
         return "give exactly one of --data FILE (one benchmark) or --suite NAME|FILE"
-    if args.data and not Path(args.data).is_file():
-        return f"--data {args.data}: no such file"
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         return f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})"
-    if args.k < 1:
-        return f"--k must be >= 1 (got {args.k})"
     if args.limit is not None and args.limit < 1:
         return f"--limit must be >= 1 (got {args.limit})"
+    per_file = ("k", "temperature", "top_p", "reward", "schema")
+    if args.suite:
+        given = [f"--{n.replace('_', '-')}" for n in per_file if getattr(args, n) is not None]
+        if given:
+            return (f"{', '.join(given)} apply to --data; a suite sets them per benchmark "
+                    "(edit the suite file)")  # fmt: skip
+        bad = [b for b in args.bench_data if "=" not in b]
+        return f"--bench-data expects NAME=PATH, got {bad[0]!r}" if bad else None
+    for name, default in zip(per_file, (8, 1.0, 1.0, "math", "auto")):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if not Path(args.data).is_file():
+        return f"--data {args.data}: no such file"
+    if args.k < 1:
+        return f"--k must be >= 1 (got {args.k})"
     if not args.temperature > 0 or not 0 < args.top_p <= 1:
         return f"need --temperature > 0 and 0 < --top-p <= 1 (got {args.temperature}, {args.top_p})"
-    bad = [b for b in args.bench_data if "=" not in b]
-    if bad:
-        return f"--bench-data expects NAME=PATH, got {bad[0]!r}"
     return None
 
 

@@ -370,6 +370,13 @@ def test_suite_errors_name_the_file_row_and_field(tiny, tmp_path, capsys):
     assert "bad.jsonl" in err and "row 1" in err and "'answer'" in err
     assert main(argv[:2] + ["--data", str(bad), "--suite", "paper"]) == 2
     assert "exactly one of --data" in capsys.readouterr().err
+    assert main(argv[:4] + ["--k", "4", "--reward", "math"]) == 2  # per-file flags are per bench
+    assert "--k, --reward apply to --data" in capsys.readouterr().err
+    assert main(argv[:4] + ["--bench-data", "greedy"]) == 2
+    assert "--bench-data expects NAME=PATH" in capsys.readouterr().err
+    suite.write_text("temprature: 1\nbenchmarks: []\n")
+    with pytest.raises(SuiteError, match="top-level key 'temprature' is not a benchmark default"):
+        load_suite(str(suite))
 
 
 def test_a_new_benchmark_kind_is_one_registered_function(tiny, tmp_path):

@@ -213,6 +213,10 @@ def load_suite(
     if not isinstance(raw, dict) or not isinstance(raw.get("benchmarks"), list):
         raise SuiteError(f"{where}: expected a mapping with a 'benchmarks' list")
     defaults = {k: v for k, v in raw.items() if k != "benchmarks"}
+    unknown = sorted(k for k in defaults if k not in _FIELDS or k in ("name", "data"))
+    if unknown:
+        raise SuiteError(f"{where}: top-level key {unknown[0]!r} is not a benchmark default; "
+                         f"allowed: {sorted(set(_FIELDS) - {'name', 'data'})}")  # fmt: skip
     defaults.update(overrides or {})
     benches = [make_benchmark(b, defaults, f"{where}: benchmarks[{i}]")
                for i, b in enumerate(raw["benchmarks"])]  # fmt: skip
