@@ -10,7 +10,8 @@ data order (the per-epoch permutation is seeded by ``seed`` alone), the first ro
 initial weights sample from the same seeds) and every other setting. Arms run one after another;
 an arm whose ``final_metrics.json`` exists is skipped, one with checkpoints is resumed, so an
 interrupted study continues where it stopped (one arm per GPU: ``--arms tic_grpo`` in
-parallel, then ``--summary-only``). A folder started with other settings is refused.
+parallel, then ``--summary-only``). A folder started with other settings is refused. Under
+torchrun (``paper-8b``) one launch trains one arm (the study files are rank 0's).
 
 With ``--suite`` each finished arm is also evaluated with ``ticgrpo eval --suite``
 (``OUT/<arm>/eval_suite/``). The summary, ``OUT/study_summary.md`` and ``.json``, has one row
@@ -105,7 +106,8 @@ def run_arm(arm: str, cfg, out: Path) -> dict:
             (run_dir / name).unlink(missing_ok=True)
     print(f"ticgrpo study: {arm}: {'resuming' if resume else 'training'} in {run_dir}")
     last = train(cfg, run_dir, resume=resume)
-    _write(done, json.dumps(last, indent=1))
+    if os.environ.get("RANK", "0") == "0":
+        _write(done, json.dumps(last, indent=1))
     return last
 
 
@@ -248,6 +250,27 @@ def _record_study(out: Path, args, arms: list[str], cfgs: dict) -> None:
     _write(path, json.dumps(meta, indent=1))
 
 
+def _free_memory() -> None:
+    """Drop the finished arm's model and optimiser before the next one loads (one process)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _check_launch(arms: list[str], suite: str | None) -> None:
+    """Under torchrun (paper-8b) each launch trains one arm on every rank; the study files and
+    the suite are written by one process afterwards (``--summary-only``, ``ticgrpo eval``)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and (len(arms) > 1 or suite):
+        raise StudyError(
+            "under torchrun run one arm per launch without --suite (--arms tic_grpo), then "
+            "`ticgrpo study --out OUT --summary-only` and `ticgrpo eval --suite` in one process"
+        )
+
+
 def run_study(args) -> int:
     out = Path(args.out)
     if args.summary_only:
@@ -255,9 +278,11 @@ def run_study(args) -> int:
         print(md.read_text())
         return 0
     arms = parse_arms(args.arms)
+    _check_launch(arms, args.suite)
     cfgs = build_arm_configs(args.preset, args.config, args.overrides, arms)
     out.mkdir(parents=True, exist_ok=True)
-    _record_study(out, args, arms, cfgs)
+    if os.environ.get("RANK", "0") == "0":
+        _record_study(out, args, arms, cfgs)
     suite_args = None
     if args.suite:
         from llm.eval.suite import load_suite
@@ -268,8 +293,12 @@ def run_study(args) -> int:
         load_suite(suite_args["suite"], data=suite_args["data"], overrides=suite_args["overrides"])
     for arm in arms:
         run_arm(arm, cfgs[arm], out)
+        _free_memory()
         if suite_args:
             eval_arm(arm, cfgs[arm], out, suite_args)
+            _free_memory()
+    if os.environ.get("RANK", "0") != "0":  # torchrun: the files are rank 0's
+        return 0
     md, js = write_summary(out)
     print(md.read_text())
     print(f"ticgrpo study: wrote {md}, {js} and {out / 'plots'}")

@@ -99,6 +99,13 @@ def test_plot_overlays_a_study_folder(study, tmp_path):
     assert (tmp_path / "p" / "reward.png").is_file()
 
 
+def test_torchrun_launches_train_one_arm_each(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert study_main(_argv(tmp_path / "s", "--arms", "grpo,gspo")) == 2
+    assert "one arm per launch" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def test_arm_selection_and_arm_keys_are_checked():
     assert parse_arms("tic_grpo, grpo") == ["grpo", "tic_grpo"]  # ARMS order
     with pytest.raises(StudyError, match="unknown arm"):
