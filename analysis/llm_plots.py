@@ -193,6 +193,16 @@ def resolve_keys(patterns: list[str], runs: list[Run]) -> list[str]:
     return keys
 
 
+def _line_label(run: str, key: str, li: int, num_runs: int, num_keys: int) -> str | None:
+    """One legend entry per run (its first key) and, with several runs, one per key style:
+    6 runs × 4 keys read as 10 entries, not 24."""
+    if num_keys == 1:
+        return run
+    if num_runs == 1:
+        return key
+    return run if li == 0 else None
+
+
 def draw_panel(ax, runs: list[Run], keys: list[str], title: str, smooth: int) -> dict:
     """Overlay every run (one colour each) and key (one line style each); return the data."""
     data: dict = {}
@@ -203,7 +213,7 @@ def draw_panel(ax, runs: list[Run], keys: list[str], title: str, smooth: int) ->
             if not len(steps):
                 continue
             sparse = len(steps) < 0.5 * len(run.records)  # e.g. periodic eval
-            label = run.label if len(keys) == 1 else f"{run.label}: {key}"
+            label = _line_label(run.label, key, li, len(runs), len(keys))
             ax.plot(
                 steps,
                 values,
@@ -222,6 +232,9 @@ def draw_panel(ax, runs: list[Run], keys: list[str], title: str, smooth: int) ->
                 ax.fill_between(steps, values - se, values + se, color=color, alpha=0.2, lw=0)
                 entry["se"] = [None if math.isnan(v) else v for v in se.tolist()]
             data.setdefault(run.label, {})[key] = entry
+    if len(runs) > 1 and len(keys) > 1:  # colour = run (labelled above), line style = key
+        for li, key in enumerate(keys):
+            ax.plot([], [], color="0.4", linestyle=LINESTYLES[li % len(LINESTYLES)], label=key)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)

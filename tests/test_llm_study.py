@@ -97,6 +97,20 @@ def test_plot_overlays_a_study_folder(study, tmp_path):
     assert [r.label for r in runs] == [label for label, _ in ARMS.values()]
     assert plot_main([str(study), "--out", str(tmp_path / "p")]) == 0
     assert (tmp_path / "p" / "reward.png").is_file()
+    # one legend entry per arm (colour) and one per key (line style), not arms × keys
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.llm_plots import draw_panel
+
+    fig, ax = plt.subplots()
+    keys = ["clip_ratio/low", "clip_ratio/high", "clip_ratio/region"]
+    draw_panel(ax, runs, keys, "clip", smooth=1)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(fig)
+    assert legend == [label for label, _ in ARMS.values()] + keys
 
 
 def test_torchrun_launches_train_one_arm_each(monkeypatch, tmp_path, capsys):
