@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from llm.config.presets import get_preset
 from llm.config.train_config import (
     FIELDS,
     ConfigError,
@@ -194,8 +195,6 @@ def build_config(
 ) -> TrainConfig:
     """Defaults → ``base`` (e.g. a resumed run's config.yaml) → preset → file → ``--set``,
     then validated (see module docstring)."""
-    from llm.config.presets import get_preset
-
     cfg, problems = TrainConfig(), []
     if base:
         cfg = apply_overrides(cfg, base, where="config.yaml", problems=problems)

@@ -14,6 +14,7 @@ import torch
 
 from llm.config import build as C
 from llm.data.loaders import BOXED_INSTRUCTION, check_prompt_lengths, load_examples
+from llm.data.tiny import build_tiny, write_tiny_task
 from llm.parallel.comm import device_for
 from llm.runstate.checkpoint import latest_checkpoint
 
@@ -50,8 +51,6 @@ def prepare_run(cfg: C.TrainConfig, run_dir: Path, *, resume: bool) -> RunPaths:
             f"{run_dir} already holds checkpoints: pass --resume to continue that run, or "
             "choose a new --out folder"
         ])  # fmt: skip
-    from llm.data.tiny import build_tiny, write_tiny_task
-
     model = Path(cfg.model)
     if cfg.model == "tiny":
         model = run_dir / "tiny_model"
