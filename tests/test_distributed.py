@@ -222,7 +222,13 @@ def test_helpers_are_identities_without_a_process_group() -> None:
 
     assert not torch.distributed.is_initialized()
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
-    assert global_normalisers(mask) == {"num_seqs": 2.0, "num_tokens": 3.0, "max_len": 3.0}
+    assert global_normalisers(mask, max_len=8) == {
+        "num_seqs": 2.0,
+        "num_tokens": 3.0,
+        "max_len": 8.0,
+    }
+    with pytest.raises(TypeError, match="max_len"):  # the budget is never the padded width
+        global_normalisers(mask)
     assert reduce_metrics({"a": 1.5}) == {"a": 1.5}
     assert gather_list([1, 2]) == [1, 2]
     if "WORLD_SIZE" not in os.environ:

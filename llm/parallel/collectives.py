@@ -122,22 +122,14 @@ def all_reduce_sum(values: list[float], device: torch.device | None = None) -> l
     return buf.tolist()
 
 
-def global_normalisers(mask: torch.Tensor, *, max_len: int | None = None) -> dict[str, float]:
+def global_normalisers(mask: torch.Tensor, *, max_len: int) -> dict[str, float]:
     """Global ``num_seqs`` and ``num_tokens`` for ``policy_loss`` from each rank's mask [n, T].
 
     ``num_seqs = Σ_ranks n``, ``num_tokens = Σ_ranks Σ mask`` (a mini-batch's counts: pass each
-    mini-batch's mask); ``max_len`` (Dr. GRPO's constant) must be the same on every rank and is
-    passed through, defaulting to the global maximum of T.
+    mini-batch's mask); ``max_len`` is the length budget ``T`` (the config's ``max_new_tokens``,
+    the same on every rank) and is required: the padded width of a rank's batch is not the budget.
     """
     n_seqs, n_tokens = all_reduce_sum([mask.shape[0], float(mask.sum())], device=mask.device)
-    if max_len is None:
-        # the widest rank's T, so that every rank divides by the same constant
-        max_len = mask.shape[1]
-        if dist.is_available() and dist.is_initialized():
-            width = torch.tensor([float(max_len)], dtype=torch.float64)
-            width = width.to(_comm_device(mask.device))
-            dist.all_reduce(width, op=dist.ReduceOp.MAX)
-            max_len = int(width.item())
     return {
         "num_seqs": n_seqs,
         "num_tokens": max(n_tokens, 1.0),
