@@ -63,9 +63,10 @@ def summarize(correct: Sequence[int], k: int) -> dict[str, float]:
 
 
 def _sampler(generation: str) -> Callable:
-    """The sampling function of a ``generation`` path: ``plain`` (``llm.rollout.sampling.generate``, the
-    reference) or ``static`` (``llm.rollout.static_cache.generate_fast``: static KV cache, decode step
-    compiled on CUDA, batch size from free memory when none is given)."""
+    """The sampling function of a ``generation`` path: ``plain``
+    (``llm.rollout.sampling.generate``, the reference) or ``static``
+    (``llm.rollout.static_cache.generate_fast``: static KV cache, decode step compiled on CUDA,
+    batch size from free memory when none is given)."""
     if generation not in GENERATIONS:
         raise ValueError(f"generation must be one of {list(GENERATIONS)}, got {generation!r}")
     if generation == "static":

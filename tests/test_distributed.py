@@ -1,4 +1,4 @@
-"""FSDP2 data parallel (llm/parallel/collectives.py, fsdp.py): a 2-rank gloo update equals the single-process one.
+"""FSDP2 data parallel (llm/parallel/): a 2-rank gloo update equals the single-process one.
 
 The file is also the worker script: ``torchrun ... tests/test_distributed.py --worker OUT`` runs
 one update per method on its share of the global batch and writes the gathered parameters.

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "llm"
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
-    """``llm/update/batching.py`` -> ``llm.update.batching``; a package's ``__init__`` -> its name."""
+    """``llm/update/batching.py`` -> ``llm.update.batching``; a package's ``__init__``: its name."""
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -56,7 +56,7 @@ def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Every strongly connected component of more than one module (Tarjan), each as a sorted list."""
+    """Every strongly connected component of more than one module (Tarjan), each sorted."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []

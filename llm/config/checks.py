@@ -1,6 +1,7 @@
 """Every rule a ``TrainConfig`` must satisfy, as one list of messages that say what to change.
 
-Run by ``llm.config.train_config.validate`` on the resolved config, before any model or data is loaded.
+Run by ``llm.config.train_config.validate`` on the resolved config, before any model or data is
+loaded.
 """
 
 from __future__ import annotations

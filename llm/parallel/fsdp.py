@@ -33,8 +33,8 @@ def shard_model(
     global normaliser (``global_normalisers``), so the sum is the gradient of the global loss.
     ``param_dtype`` (e.g. bf16 on GPU) turns on FSDP2 mixed precision with ``reduce_dtype``
     gradients. The embedding, final norm and (tied) lm_head stay in the root unit, whose
-    parameters FSDP2 keeps gathered from forward to backward — ``llm.update.logprobs`` applies lm_head
-    after the root forward and relies on that.
+    parameters FSDP2 keeps gathered from forward to backward — ``llm.update.logprobs`` applies
+    lm_head after the root forward and relies on that.
 
     Build the optimizer *after* this call and *before* any forward: between steps the model holds
     the sharded parameters; right after a forward the root's gathered copies are registered

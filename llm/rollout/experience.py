@@ -195,11 +195,11 @@ def collect(
     stream. ``stats`` records the FIRST round's reward statistics (the policy's performance on
     fresh prompts, unaffected by filtering) and the filtering counts.
 
-    ``comm`` (``llm.parallel.comm.Comm``; None: a world of one): ``num_prompts`` is this rank's share and
-    ``next_prompts`` its slice of the global stream. Every rank fills its own groups; a refill
-    round runs while ANY rank is short (the decision is summed over ranks, so all ranks take the
-    same number of stream draws); a rank already full skips generating its slice of that round.
-    The statistics are computed on the union of all ranks' first rounds.
+    ``comm`` (``llm.parallel.comm.Comm``; None: a world of one): ``num_prompts`` is this rank's
+    share and ``next_prompts`` its slice of the global stream. Every rank fills its own groups;
+    a refill round runs while ANY rank is short (the decision is summed over ranks, so all ranks
+    take the same number of stream draws); a rank already full skips generating its slice of
+    that round. The statistics are computed on the union of all ranks' first rounds.
 
     ``generation`` picks the sampler ("plain": ``llm.rollout.sampling.generate``, "static":
     ``llm.rollout.static_cache.generate_fast``); ``batch_size`` None or 0 resolves through

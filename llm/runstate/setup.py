@@ -1,7 +1,7 @@
 """Set-up stages of a training run: the run folder, data, model, optimiser.
 
-Order matters for reliability: the config is validated first (``llm.config.train_config``), then the data is
-loaded and checked with the tokenizer only, and only then is a model loaded, so a bad row or a
+Order matters for reliability: the config is validated first (``llm.config.train_config``),
+then the data is loaded and checked with the tokenizer only, and only then is a model loaded, so a bad row or a
 too-long prompt fails in seconds with a message naming the file, the row and the field.
 """
 

@@ -3,8 +3,8 @@
 Each epoch visits the rollout's N rows in a fresh seeded order, ``minibatch_size`` rows per
 optimiser step, so ``K = epochs · N / minibatch_size``. A mini-batch is processed
 ``microbatch_size`` rows at a time with gradient accumulation — or, with ``microbatch_tokens``,
-in length-sorted micro-batches under a padded-token budget (``llm.update.batching.microbatches``), so
-short rows are not padded to the longest one; ``policy_loss`` receives the mini-batch's GLOBAL
+in length-sorted micro-batches under a padded-token budget
+(``llm.update.batching.microbatches``), so short rows are not padded to the longest one; ``policy_loss`` receives the mini-batch's GLOBAL
 normalisers (its sequence count, its response-token count, the length budget), so the accumulated
 gradient equals the gradient of the whole mini-batch's loss however the rows are split. The logged
 metrics are computed once per mini-batch from its detached log-probs, for the same reason.
