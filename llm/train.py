@@ -62,15 +62,18 @@ def _train(run: Run, resume: bool) -> dict:
     last: dict = {}
     try:
         for step in range(run.step + 1, cfg.total_steps + 1):
-            last, samples = _train_step(run, step)
+            last, samples = _train_step(run, step)  # stages 1-5
+            # 6. periodic evaluation (the problems split over the ranks)
             if run.data.eval and _due(step, cfg.eval_every, cfg.total_steps):
                 t0 = time.perf_counter()
                 last.update(_evaluate(run, step))
                 last["timing/eval_s"] = time.perf_counter() - t0
+            # 7. log: one JSON line per step (rank 0), sample completions now and then
             last["data/skipped_rows"] = float(run.data.skipped)
             last = logger.log(step, last)
             if cfg.samples_every and step % cfg.samples_every == 0:
                 logger.samples(step, samples)
+            # 8. checkpoint (gathered from the shards when W > 1; rank 0 writes)
             if _due(step, cfg.save_every, cfg.total_steps):
                 save_full_checkpoint(comm, run.run_dir, step, model=run.model,
                                      optimizer=run.optimizer, scheduler=run.scheduler,
