@@ -18,9 +18,11 @@ import sys
 from pathlib import Path
 
 from llm.config.checks import GENERATIONS
-from llm.eval.metrics import evaluate, pass_at_k, resolve_reward, summarize
+from llm.eval.metrics import evaluate, evaluate_on_ranks, pass_at_k, resolve_reward, summarize
 
-__all__ = ["evaluate", "load_model", "main", "pass_at_k", "run_method", "summarize"]
+__all__ = [
+    "evaluate", "evaluate_on_ranks", "load_model", "main", "pass_at_k", "run_method", "summarize",
+]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
