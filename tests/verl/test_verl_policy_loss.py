@@ -1,0 +1,143 @@
+"""ticgrpo.integrations.verl against verl itself (runs in .venv-verl; see conftest.py).
+
+- ``import verl`` alone registers every ``ticgrpo_<method>`` (the ``verl.plugins`` entry point).
+- ``ticgrpo_tic_grpo`` from verl's registry equals ``ticgrpo.policy_loss`` on the same tensors.
+- Our ``grpo`` / ``dapo`` / ``gspo`` equal verl's built-in ``vanilla`` / ``vanilla`` / ``gspo``
+  losses in value and gradient, with and without verl's global batch info (2 data-parallel
+  ranks), and with verl's ``rollout_is_weights``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import verl
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, get_policy_loss_fn
+from verl.workers.config import ActorConfig
+
+import ticgrpo
+from ticgrpo.integrations import verl as plugin
+
+N, T = 6, 7
+LENGTHS = [7, 3, 5, 1, 0, 6]  # one empty response
+
+#: ours -> (verl's loss_mode, loss_agg_mode, ε_low, ε_high, log-ratio noise)
+PEERS = {
+    "grpo": ("vanilla", "seq-mean-token-mean", 0.2, 0.2, 0.3),
+    "dapo": ("vanilla", "token-mean", 0.2, 0.28, 0.3),
+    "gspo": ("gspo", "seq-mean-token-mean", 3e-4, 4e-4, 1e-3),
+}
+
+
+def _config(agg_mode: str, eps_low: float, eps_high: float, info: dict | None, scale=None):
+    cfg = ActorConfig(strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2,
+                      use_torch_compile=False, clip_ratio_low=eps_low, clip_ratio_high=eps_high,
+                      loss_agg_mode=agg_mode, loss_scale_factor=scale)  # fmt: skip
+    cfg.global_batch_info.update(info or {})
+    return cfg
+
+
+def _tensors(noise: float, seed: int):
+    """verl's layout: right-padded responses, advantages broadcast over response tokens (0 on
+    padding), old log-probs = current + noise, rollout IS weights."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(T)[None] < torch.tensor(LENGTHS)[:, None]  # [N, T]
+    logp = (-torch.rand(N, T, generator=g) * 3).requires_grad_()
+    old = logp.detach() + noise * torch.randn(N, T, generator=g)
+    adv = torch.tensor([1.2, -0.8, 0.5, -1.4, 0.9, -0.3])[:, None] * mask
+    is_w = torch.exp(0.2 * torch.randn(N, T, generator=g))
+    return logp, old, adv, mask, is_w
+
+
+def _value_grad(fn, logp, *args, **kw):
+    logp.grad = None
+    loss, metrics = fn(*args, log_prob=logp, **kw)
+    loss.backward()
+    return loss.detach(), logp.grad.clone(), metrics
+
+
+GLOBAL = {"dp_size": 2, "batch_num_tokens": 50, "global_batch_size": 12}
+
+
+def test_import_verl_registers_every_method_via_the_entry_point():
+    assert verl.__version__  # the plugin loaded during `import verl`
+    for method in ticgrpo.METHODS:
+        assert f"ticgrpo_{method}" in POLICY_LOSS_REGISTRY
+    assert set(plugin.REGISTERED) == {f"ticgrpo_{m}" for m in ticgrpo.METHODS}
+
+
+@pytest.mark.parametrize("info", [None, GLOBAL], ids=["local", "global"])
+@pytest.mark.parametrize("is_weights", [False, True], ids=["no_is", "rollout_is"])
+@pytest.mark.parametrize("method", sorted(PEERS))
+def test_equals_verl_builtin_in_value_and_gradient(method, info, is_weights):
+    mode, agg, eps_low, eps_high, noise = PEERS[method]
+    logp, old, adv, mask, is_w = _tensors(noise, seed=len(method))
+    kw = dict(old_log_prob=old, advantages=adv, response_mask=mask, loss_agg_mode=agg,
+              rollout_is_weights=is_w if is_weights else None)  # fmt: skip
+    theirs = _value_grad(get_policy_loss_fn(mode), logp,
+                         config=_config(agg, eps_low, eps_high, info), **kw)  # fmt: skip
+    ours = _value_grad(get_policy_loss_fn(f"ticgrpo_{method}"), logp,
+                       config=_config(agg, eps_low, eps_high, info), **kw)  # fmt: skip
+    region = ours[2]["actor/ticgrpo/clip_ratio/region"]
+    assert 0 < region < 1, region  # the clip binds on some tokens, not all
+    assert abs(float(theirs[0]) - float(ours[0])) <= 1e-6, (theirs[0], ours[0])
+    assert theirs[1].abs().max() > 1e-3
+    torch.testing.assert_close(ours[1], theirs[1], rtol=0, atol=1e-7)
+    assert ours[2]["actor/pg_clipfrac"] == pytest.approx(theirs[2]["actor/pg_clipfrac"], abs=1e-6)
+    assert ours[2]["actor/ppo_kl"] == pytest.approx(theirs[2]["actor/ppo_kl"], abs=1e-6)
+
+
+@pytest.mark.parametrize("info", [None, GLOBAL], ids=["local", "global"])
+def test_tic_grpo_through_verls_registry_equals_policy_loss(info):
+    logp, old, adv, mask, _ = _tensors(0.1, seed=7)
+    cfg = _config("seq-mean-token-sum-norm", 0.2, 0.28, info, scale=T + 5)
+    fn = get_policy_loss_fn("ticgrpo_tic_grpo")
+    loss, grad, metrics = _value_grad(fn, logp, old_log_prob=old, advantages=adv,
+                                      response_mask=mask, loss_agg_mode="seq-mean-token-sum-norm",
+                                      config=cfg)  # fmt: skip
+    num_seqs = 6.0 if info else 5.0  # global 12 / dp 2; locally the non-empty responses
+    num_tokens = 25.0 if info else float(sum(LENGTHS))
+    logp.grad = None
+    ref = ticgrpo.policy_loss(logp, old, adv[:, 0], mask, method="tic_grpo", eps_low=0.2,
+                              eps_high=0.28, num_seqs=num_seqs, num_tokens=num_tokens,
+                              max_len=float(T + 5))  # fmt: skip
+    ref.loss.backward()
+    assert float(loss) == float(ref.loss)
+    assert torch.equal(grad, logp.grad)
+    assert metrics["actor/ticgrpo/clip_ratio/high"] == ref.metrics["clip_ratio/high"]
+
+
+def test_normalisers_from_global_batch_info():
+    mask = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 0, 0]], dtype=torch.bool)
+    assert plugin.normalisers({}, None, mask) == {"num_seqs": 2.0, "num_tokens": 3.0}
+    info = {"dp_size": 4, "batch_num_tokens": 100, "global_batch_size": 32,
+            "loss_scale_factor": 512}  # fmt: skip
+    assert plugin.normalisers(info, None, mask) == {
+        "num_seqs": 8.0, "num_tokens": 25.0, "max_len": 512.0}  # fmt: skip
+    assert plugin.normalisers({"loss_scale_factor": None}, 256, mask)["max_len"] == 256.0
+
+
+def test_clear_errors():
+    logp, old, adv, mask, _ = _tensors(0.1, seed=1)
+    kw = dict(old_log_prob=old, log_prob=logp, advantages=adv, response_mask=mask)
+    with pytest.raises(ValueError, match="loss_agg_mode=seq-mean-token-mean"):
+        get_policy_loss_fn("ticgrpo_grpo")(loss_agg_mode="token-mean",
+                                           config=_config("token-mean", 0.2, 0.2, None), **kw)  # fmt: skip
+    with pytest.raises(ValueError, match="loss_scale_factor"):
+        get_policy_loss_fn("ticgrpo_tic_grpo")(
+            loss_agg_mode="seq-mean-token-sum-norm",
+            config=_config("seq-mean-token-sum-norm", 0.2, 0.2, None), **kw)  # fmt: skip
+    gae = adv + 0.1 * torch.arange(T)[None] * mask
+    with pytest.raises(ValueError, match="one advantage per response"):
+        get_policy_loss_fn("ticgrpo_grpo")(
+            old_log_prob=old, log_prob=logp, advantages=gae, response_mask=mask,
+            loss_agg_mode="seq-mean-token-mean",
+            config=_config("seq-mean-token-mean", 0.2, 0.2, None))  # fmt: skip
+
+
+def test_version_gate():
+    plugin.check_verl_version("0.9.1")
+    plugin.check_verl_version("0.7.1")
+    for bad in ("0.6.1", "0.10.0"):
+        with pytest.raises(ImportError, match=r"supports verl>=0\.7\.1,<0\.10\.0"):
+            plugin.check_verl_version(bad)
