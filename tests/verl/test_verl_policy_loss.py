@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import verl
@@ -141,3 +143,53 @@ def test_version_gate():
     for bad in ("0.6.1", "0.10.0"):
         with pytest.raises(ImportError, match=r"supports verl>=0\.7\.1,<0\.10\.0"):
             plugin.check_verl_version(bad)
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "INTEGRATIONS.md"
+
+
+def _doc_overrides() -> list[str]:
+    """The ``key=value`` overrides of the docs' verl command line."""
+    block = DOC.read_text().split("python -m verl.trainer.main_ppo", 1)[1].split("```", 1)[0]
+    return [tok for tok in block.split() if "=" in tok]
+
+
+def test_docs_command_line_selects_our_tic_grpo_in_verls_config():
+    """The overrides docs/INTEGRATIONS.md tells users to add, composed into verl's own Hydra
+    config (ppo_trainer.yaml) and turned into its ActorConfig, select a loss that equals
+    ticgrpo.policy_loss(method="tic_grpo") with T = data.max_response_length."""
+    from hydra import compose, initialize_config_dir
+    from verl.utils.config import omega_conf_to_dataclass
+
+    overrides = _doc_overrides()
+    assert "actor_rollout_ref.actor.policy_loss.loss_mode=ticgrpo_tic_grpo" in overrides
+    # what every verl run sets anyway (the docs' "..."): a micro-batch size
+    overrides += ["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"]
+    config_dir = str(Path(verl.__file__).parent / "trainer" / "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        cfg = compose("ppo_trainer", overrides=overrides)
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    budget = cfg.data.max_response_length
+    assert actor.loss_scale_factor == budget
+
+    logp, old, adv, mask, _ = _tensors(0.1, seed=3)
+    fn = get_policy_loss_fn(actor.policy_loss.loss_mode)
+    loss, grad, _ = _value_grad(fn, logp, old_log_prob=old, advantages=adv, response_mask=mask,
+                                loss_agg_mode=actor.loss_agg_mode, config=actor)  # fmt: skip
+    logp.grad = None
+    ref = ticgrpo.policy_loss(logp, old, adv[:, 0], mask, method="tic_grpo",
+                              eps_low=actor.clip_ratio_low, eps_high=actor.clip_ratio_high,
+                              num_seqs=5, max_len=budget)  # fmt: skip
+    ref.loss.backward()
+    assert float(loss) == float(ref.loss)
+    assert torch.equal(grad, logp.grad)
+
+
+def test_docs_table_gives_each_methods_loss_agg_mode():
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        if line.startswith("| `ticgrpo_"):
+            names, mode = line.split("|")[1:3]
+            for name in names.split(","):
+                rows[name.strip().strip("`")] = mode.strip().strip("`")
+    assert rows == {f"ticgrpo_{m}": plugin.verl_agg_mode(m) for m in ticgrpo.METHODS}
