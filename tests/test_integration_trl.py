@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ticgrpo import METHODS
+from ticgrpo import METHODS, policy_loss
 
 if not os.environ.get("CI"):
     pytest.importorskip("trl", reason='TRL not installed: pip install -e ".[trl]"')
@@ -55,7 +55,7 @@ def _zero_reward(completions, **kwargs):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from llm.tiny import build_tiny
+    from llm.data.tiny import build_tiny
 
     return str(build_tiny(tmp_path_factory.mktemp("trl") / "model", seed=0))
 
@@ -186,6 +186,42 @@ def test_vllm_ratio_changes_the_loss(trainers):
     inputs["importance_sampling_ratio"] = torch.ones(B, T)
     without, _ = _loss_and_grads(ours, inputs)
     assert abs(float(with_ratio) - float(without)) > 1e-4
+
+
+def _logp(trainer, inputs) -> torch.Tensor:
+    """``[B, T]`` log-probs of the completion tokens, with gradient, from TRL's own helper (the
+    log-probs are TRL's in both; what is checked is what the trainer does with them)."""
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attn = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    return trainer._get_per_token_logps_and_entropies(trainer.model, ids, attn, T)[0]
+
+
+@pytest.mark.parametrize("method", ["tic_grpo", "grpo2", "grpo_traj_is"])
+def test_rows_without_a_trl_peer_equal_policy_loss_with_trls_normalisers(trainers, method):
+    """TIC-GRPO, GRPO₂ and GRPO+Traj_IS (no TRL loss_type computes them) through the trainer equal
+    ``policy_loss`` called directly with TRL's normalisers: ``num_seqs = B·GA``, the budget
+    ``max_len = max_completion_length`` (their 1/T) and the vLLM ratios as ``token_weights``."""
+    _, ours = trainers
+    _set_common(ours, beta=0.0, vllm=True, eps_low=0.2, eps_high=0.28)
+    ours.args.method = method
+    inputs = _inputs(ours.model, 0.3, seed=5, beta=False, is_ratio=True)
+    loss, grads = _loss_and_grads(ours, copy.copy(inputs))
+
+    model = ours.model
+    mask = inputs["completion_mask"].bool()
+    ref = policy_loss(_logp(ours, inputs), inputs["old_per_token_logps"], inputs["advantages"],
+                      mask, method=method, eps_low=0.2, eps_high=0.28, num_seqs=B * 2,
+                      max_len=ours.args.max_completion_length,
+                      token_weights=inputs["importance_sampling_ratio"])  # fmt: skip
+    ref.loss.backward()
+    ref_grads = {
+        n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None
+    }
+    model.zero_grad(set_to_none=True)
+    assert ref.metrics["clip_ratio/region"] > 0  # the clip binds somewhere
+    assert abs(float(loss) - float(ref.loss)) <= 1e-7
+    assert max(g.abs().max().item() for g in ref_grads.values()) > 1e-3
+    assert max((grads[n] - ref_grads[n]).abs().max().item() for n in ref_grads) <= 1e-7
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

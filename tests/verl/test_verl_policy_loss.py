@@ -86,6 +86,8 @@ def test_import_verl_registers_every_method_via_the_entry_point():
 def test_equals_verl_builtin_in_value_and_gradient(method, info, is_weights):
     mode, agg, eps_low, eps_high, noise = PEERS[method]
     logp, old, adv, mask, is_w = _tensors(noise, seed=len(method))
+    if method == "gspo":  # a sequence-level ratio: verl's sequence-level IS weights (see below)
+        is_w = _per_sequence_mean(is_w, mask)
     kw = dict(old_log_prob=old, advantages=adv, response_mask=mask, loss_agg_mode=agg,
               rollout_is_weights=is_w if is_weights else None)  # fmt: skip
     theirs = _value_grad(get_policy_loss_fn(mode), logp,
@@ -99,6 +101,32 @@ def test_equals_verl_builtin_in_value_and_gradient(method, info, is_weights):
     torch.testing.assert_close(ours[1], theirs[1], rtol=0, atol=1e-7)
     assert ours[2]["actor/pg_clipfrac"] == pytest.approx(theirs[2]["actor/pg_clipfrac"], abs=1e-6)
     assert ours[2]["actor/ppo_kl"] == pytest.approx(theirs[2]["actor/ppo_kl"], abs=1e-6)
+
+
+def _per_sequence_mean(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each response's mean weight over its tokens, broadcast back to ``[N, T]``."""
+    m = mask.to(w.dtype)
+    return ((w * m).sum(1) / m.sum(1).clamp(min=1))[:, None].expand_as(w).contiguous()
+
+
+def test_gspo_with_token_varying_is_weights_uses_each_responses_mean_weight():
+    """With a sequence-level ratio, ticgrpo's token_weights scale each response's term by the
+    mean of its tokens' weights (value and gradient). verl's gspo gives each token's score its
+    own weight in the gradient (its per-token gradient trick), with the same value: so ours
+    equals verl's fed the per-response mean weights, and differs from verl's fed the raw ones."""
+    mode, agg, eps_low, eps_high, noise = PEERS["gspo"]
+    logp, old, adv, mask, is_w = _tensors(noise, seed=11)
+    kw = dict(old_log_prob=old, advantages=adv, response_mask=mask, loss_agg_mode=agg)
+    cfg = _config(agg, eps_low, eps_high, GLOBAL)
+    ours = _value_grad(get_policy_loss_fn("ticgrpo_gspo"), logp, config=cfg,
+                       rollout_is_weights=is_w, **kw)  # fmt: skip
+    raw = _value_grad(get_policy_loss_fn(mode), logp, config=cfg, rollout_is_weights=is_w, **kw)
+    mean = _value_grad(get_policy_loss_fn(mode), logp, config=cfg,
+                       rollout_is_weights=_per_sequence_mean(is_w, mask), **kw)  # fmt: skip
+    assert abs(float(ours[0]) - float(raw[0])) <= 1e-6
+    assert abs(float(ours[0]) - float(mean[0])) <= 1e-6
+    torch.testing.assert_close(ours[1], mean[1], rtol=0, atol=1e-7)
+    assert (ours[1] - raw[1]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("info", [None, GLOBAL], ids=["local", "global"])

@@ -94,16 +94,17 @@ def normalisers(
 
 def sequence_advantages(advantages: torch.Tensor, mask: torch.Tensor, name: str) -> torch.Tensor:
     """``[N]`` from verl's ``[N, T]`` advantages (one value broadcast over each response's tokens,
-    0 where masked); ``ValueError`` when they vary within a response."""
+    0 where masked): the value at each response's first token (0 for an empty response);
+    ``ValueError`` when they vary within a response."""
     if advantages.dim() == 1:
         return advantages
-    m = mask.to(advantages.dtype)
-    adv = (advantages * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)  # [N]
-    spread = ((advantages - adv[:, None]).abs() * m).max() if mask.any() else 0.0
-    if spread > 1e-5 * (1 + adv.abs().max()):
+    first = mask.int().argmax(dim=1, keepdim=True)  # [N, 1] first response token
+    adv = advantages.gather(1, first)[:, 0] * mask.any(dim=1)  # [N]
+    spread = torch.where(mask, (advantages - adv[:, None]).abs(), 0.0)
+    if bool((spread > 1e-6 * (1 + adv.abs()[:, None])).any()):
         raise ValueError(
             f"{name}: ticgrpo methods take one advantage per response; these vary within a "
-            f"response by up to {float(spread):.3g} (a token-level estimator such as GAE?)"
+            f"response by up to {float(spread.max()):.3g} (a token-level estimator such as GAE?)"
         )
     return adv
 
@@ -135,7 +136,7 @@ def make_policy_loss(method: str):
         options = normalisers(
             getattr(config, "global_batch_info", None), config.loss_scale_factor, mask
         )
-        if mode.endswith("-norm") and "max_len" not in options:
+        if METHODS[method].needs_max_len and "max_len" not in options:
             raise ValueError(
                 f"{name} divides by the length budget T: set "
                 "actor_rollout_ref.actor.loss_scale_factor=<data.max_response_length>"
