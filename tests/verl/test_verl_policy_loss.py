@@ -96,7 +96,7 @@ def test_equals_verl_builtin_in_value_and_gradient(method, info, is_weights):
                        config=_config(agg, eps_low, eps_high, info), **kw)  # fmt: skip
     region = ours[2]["actor/ticgrpo/clip_ratio/region"]
     assert 0 < region < 1, region  # the clip binds on some tokens, not all
-    assert abs(float(theirs[0]) - float(ours[0])) <= 1e-6, (theirs[0], ours[0])
+    assert abs(float(theirs[0]) - float(ours[0])) <= 1e-7, (theirs[0], ours[0])
     assert theirs[1].abs().max() > 1e-3
     torch.testing.assert_close(ours[1], theirs[1], rtol=0, atol=1e-7)
     assert ours[2]["actor/pg_clipfrac"] == pytest.approx(theirs[2]["actor/pg_clipfrac"], abs=1e-6)
