@@ -42,7 +42,9 @@ def test_ci_runs_the_readme_test_command_in_a_fresh_venv():
     venvs = [shlex.split(line) for line in before if " -m venv " in line]
     assert venvs, ".ci/run must create a virtual environment before the test command"
     venv_dir = venvs[-1][-1]
-    assert "--system-site-packages" not in CI.read_text(), "the venv must not see the machine's packages"
+    assert "--system-site-packages" not in CI.read_text(), (
+        "the venv must not see the machine's packages"
+    )
     assert f"rm -rf {venv_dir}" in before, "the venv must be fresh, not left from an earlier run"
     assert f". {venv_dir}/bin/activate" in before, "the test command must run inside the venv"
     assert f"/{venv_dir}/" in (ROOT / ".gitignore").read_text()
