@@ -24,8 +24,8 @@ Also passed through: ``old_per_token_logps`` when TRL reuses a rollout (else the
 log-probs: ratio 1), ``β`` with ``ref_per_token_logps`` (TRL's k3 estimator), the completion mask
 times TRL's ``tool_mask``, and TRL's vLLM importance correction ``importance_sampling_ratio``
 (``[B, T]`` or ``[B, 1]``) as ``token_weights`` — the factor TRL multiplies each token's policy term
-by. Our metrics go into TRL's log as ``ticgrpo/<name>`` (mean over processes; ``*_min`` / ``*_max``
-take the min / max).
+by. Our metrics go into TRL's log as ``ticgrpo/<name>`` (mean over processes; names ending in
+``min`` / ``max`` take the min / max).
 
 TRL has no loss hook, so this rests on two private methods of ``GRPOTrainer``, whose code is
 identical in every version of ``SUPPORTED_TRL`` (checked by diffing the releases):
@@ -233,13 +233,8 @@ class TicGRPOTrainer(GRPOTrainer):
         gathered = self.accelerator.gather(local[None]).reshape(-1, len(keys))  # [P, K]
         for j, key in enumerate(keys):
             col = gathered[:, j]
-            value = (
-                col.min()
-                if key.endswith("_min")
-                else col.max()
-                if key.endswith("_max")
-                else col.mean()
-            )
+            last = key.replace("/", "_").rsplit("_", 1)[-1]  # ".../token_min" -> "min"
+            value = {"min": col.min, "max": col.max}.get(last, col.mean)()
             self._metrics[mode][f"ticgrpo/{key}"].append(value.item())
         m = mask.to(entropies.dtype)
         totals = self.accelerator.reduce(torch.stack([(entropies * m).sum(), m.sum()]), "sum")
