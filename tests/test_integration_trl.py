@@ -153,6 +153,11 @@ CASES = [
 
 @pytest.mark.parametrize("method,beta,vllm", CASES)
 def test_equals_trl_loss_type_in_value_and_gradient(trainers, method, beta, vllm):
+    _assert_equal_to_trl(trainers, method, beta, vllm)
+
+
+def _assert_equal_to_trl(trainers, method: str, beta: float, vllm: bool) -> float:
+    """TRL's loss_type vs ours on one micro-batch: equal value and gradients; returns the loss."""
     theirs, ours = trainers
     loss_type, level, eps_low, eps_high, noise = PEERS[method]
     for t in trainers:
@@ -174,6 +179,18 @@ def test_equals_trl_loss_type_in_value_and_gradient(trainers, method, beta, vllm
     assert max(g.abs().max().item() for g in grads_a.values()) > 1e-3  # a real gradient
     worst = max((grads_a[n] - grads_b[n]).abs().max().item() for n in grads_a)
     assert worst <= 1e-7, worst
+    return float(loss_b)
+
+
+@pytest.mark.parametrize("method", ["dapo", "grpo"])
+def test_equals_trl_with_several_processes(trainers, method, monkeypatch):
+    """With P = 2 processes each one's micro-batch loss is its share as TRL's: DAPO divides by
+    num_items_in_batch / P (the loss doubles), GRPO's per-sequence mean does not depend on P."""
+    one = _assert_equal_to_trl(trainers, method, 0.0, False)
+    accelerator = type(trainers[1].accelerator)
+    monkeypatch.setattr(accelerator, "num_processes", property(lambda self: 2))
+    two = _assert_equal_to_trl(trainers, method, 0.0, False)
+    assert two == pytest.approx(2 * one if method == "dapo" else one, rel=1e-6)
 
 
 def test_vllm_ratio_changes_the_loss(trainers):
