@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv-verl}
-VERL_VERSION=0.9.1
+VERL_VERSION=${VERL_VERSION:-0.9.1}  # tested; the plugin supports >=0.7.1,<0.10
 TORCH_VERSION=2.13.0
 PYTHON=${PYTHON:-python3}
 

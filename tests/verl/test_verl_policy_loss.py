@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import verl
+from packaging.version import Version
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config import ActorConfig
 
@@ -64,15 +65,22 @@ def _value_grad(fn, logp, *args, **kw):
 GLOBAL = {"dp_size": 2, "batch_num_tokens": 50, "global_batch_size": 12}
 
 
-def test_import_verl_registers_every_method_via_the_entry_point():
-    """A fresh interpreter that imports verl alone (as a Ray worker does) sees our losses."""
+@pytest.mark.parametrize("hook", ["entry_point", "external_modules"])
+def test_import_verl_alone_registers_every_method(hook):
+    """A fresh interpreter that imports verl alone (as a Ray worker does) sees our losses: through
+    the ``verl.plugins`` entry point (verl >= 0.9) or ``VERL_USE_EXTERNAL_MODULES``."""
+    if hook == "entry_point" and Version(verl.__version__) < Version("0.9.0"):
+        pytest.skip(f"verl {verl.__version__} has no verl.plugins entry points (from 0.9.0)")
     code = (
         "import sys, verl\n"
         "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY as R\n"
-        "assert 'ticgrpo.integrations.verl' in sys.modules\n"
+        "assert 'ticgrpo.integrations.verl' in sys.modules, 'plugin not loaded'\n"
         "print(' '.join(sorted(k for k in R if k.startswith('ticgrpo_'))))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "VERL_USE_EXTERNAL_MODULES"}
+    if hook == "external_modules":
+        env.update(VERL_USE_EXTERNAL_MODULES="ticgrpo.integrations.verl",
+                   VERL_USE_EXTERNAL_PLUGINS="none")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env=env)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
