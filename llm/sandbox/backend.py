@@ -171,7 +171,8 @@ def _probe(backend: Backend) -> None:
         return
     detail = (result.stderr or result.stdout).decode("utf-8", "replace").strip()[-800:]
     hint = ""
-    if backend.name == "bwrap" and "bwrap:" in detail:
+    refused = ("namespace", "Operation not permitted", "uid map", "No permissions")
+    if backend.name == "bwrap" and any(word in detail for word in refused):
         hint = (
             " bubblewrap could not create its namespaces: in a container, run it with "
             "--privileged or a seccomp profile that allows unshare/clone(CLONE_NEW*); on a "

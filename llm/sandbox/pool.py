@@ -3,10 +3,12 @@
 `SandboxPool(workers).run(jobs, limits)` runs `jobs` on `workers` threads, each thread owning
 one slot (its own uid when the parent is root). A thread only waits on its subprocess, so a job
 that stalls holds one slot for at most `limits.time_s` (plus the kill) and never delays the
-others beyond that. Jobs sharing a `group` (e.g. the tests of one completion) can be cut short:
-after a job whose result `keep_going(job_index, result)` rejects, the group's jobs that have not
-started are not run (status "skipped"). Order the jobs test-major (first test of every program,
-then the second, ...) so that a program's later tests start after its earlier ones finished.
+others beyond that.
+
+Jobs sharing a `group` (e.g. the tests of one completion) run one at a time, in order, while
+other groups use the other slots; after a job whose result `keep_going(job_index, result)`
+rejects, the rest of its group is not run (status "skipped"). So a program that stalls on every
+test holds one slot for one time limit, not one slot per test.
 """
 
 from __future__ import annotations
@@ -79,32 +81,53 @@ class SandboxPool:
         """Results in job order (see the module docstring for `keep_going` and groups)."""
         results: list[RunResult | None] = [None] * len(jobs)
         queue = deque(range(len(jobs)))
-        stopped: set = set()
-        lock = threading.Lock()
+        busy: set = set()  # groups with a job running now
+        stopped: set = set()  # groups cut short
+        cond = threading.Condition()
         errors: list[BaseException] = []
+
+        def next_job() -> int | None:
+            """The first queued job whose group is idle (None: nothing left); under `cond`."""
+            while True:
+                if errors or not queue:
+                    return None
+                i = next(
+                    (j for j in queue if jobs[j].group is None or jobs[j].group not in busy), None
+                )
+                if i is None:
+                    cond.wait()
+                    continue
+                queue.remove(i)
+                if jobs[i].group in stopped:
+                    results[i] = SKIPPED
+                    continue
+                if jobs[i].group is not None:
+                    busy.add(jobs[i].group)
+                return i
 
         def work(slot: int) -> None:
             while True:
-                with lock:
-                    if not queue or errors:
-                        return
-                    i = queue.popleft()
-                    group = jobs[i].group
-                    if group is not None and group in stopped:
-                        results[i] = SKIPPED
-                        continue
+                with cond:
+                    i = next_job()
+                if i is None:
+                    return
+                group = jobs[i].group
                 try:
                     result = run_program(
                         jobs[i].source, jobs[i].stdin, limits, self.backend, slot=slot
                     )
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                    with lock:
+                    with cond:
                         errors.append(exc)
+                        cond.notify_all()
                     return
-                results[i] = result
-                if keep_going is not None and group is not None and not keep_going(i, result):
-                    with lock:
-                        stopped.add(group)
+                with cond:
+                    results[i] = result
+                    if group is not None:
+                        busy.discard(group)
+                        if keep_going is not None and not keep_going(i, result):
+                            stopped.add(group)
+                    cond.notify_all()
 
         threads = [
             threading.Thread(target=work, args=(s,), daemon=True)

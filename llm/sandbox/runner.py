@@ -45,9 +45,12 @@ class RunResult:
 
 
 def _proc_uid(pid: str) -> int | None:
+    """Real uid of a live process; None for zombies (already dead) and vanished pids."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
+                if line.startswith(b"State:") and line.split()[1] == b"Z":
+                    return None
                 if line.startswith(b"Uid:"):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
@@ -56,7 +59,7 @@ def _proc_uid(pid: str) -> int | None:
 
 
 def pids_of_uid(uid: int) -> list[int]:
-    """Live processes (by /proc) whose real uid is `uid`."""
+    """Live (non-zombie) processes, by /proc, whose real uid is `uid`."""
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and _proc_uid(p) == uid]
 
 
