@@ -158,6 +158,14 @@ def cases(canary: str, secret_file: str, port: int, unix_name: str, victim: int)
             STALL + FAILS + ("memory",),
             None,
         ),
+        (
+            "open_many_files",
+            "fs = []\ntry:\n    while True:\n        fs.append(open('/dev/null'))\n"
+            "except OSError as e:\n    print(len(fs) < 64, e.errno)",
+            b"",
+            ("ok",),
+            b"True 24\n",  # EMFILE below max_files
+        ),
         # writing outside its directory
         ("write_canary", f"open({c}, 'w').write('x')", b"", FAILS, None),
         (
