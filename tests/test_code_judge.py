@@ -196,3 +196,34 @@ def test_output_cap_grows_with_expected_output(pool):
     out = judge(["print('7 ' * 50000)"], [tests], pool, Limits(time_s=2, output_bytes=1024))
     assert out[0].status == "passed"
     assert json.loads(encode_tests(tests))["tests"][0]["output"] == big
+
+
+def test_raw_completion_with_prefix_and_suffix(pool):
+    """HumanEval-style: the whole completion, between the problem's prefix and suffix."""
+    from llm.sandbox.judge import program_of
+
+    tests = CodeTests((CodeTest("", "7"),), prefix="print(", suffix=")\n", extract="raw")
+    assert parse_tests(encode_tests(tests)) == tests
+    assert program_of("3 + 4", tests) == "print(3 + 4)\n"
+    assert program_of("  ", tests) is None
+    assert program_of("```python\nprint(7)\n```", ADD) == "print(7)\n"
+    programs = [program_of(c, tests) for c in ("7", "3 + 4", "8", "7 7", "")]
+    out = judge(programs, [tests] * 5, pool, LIMITS)
+    assert [v.status for v in out] == [
+        "passed",
+        "passed",
+        "wrong_answer",
+        "runtime_error",
+        "no_code",
+    ]
+
+
+def test_identical_programs_run_once(pool, monkeypatch):
+    calls = []
+    real = pool.run
+    monkeypatch.setattr(
+        pool, "run", lambda jobs, *a, **k: calls.append(len(jobs)) or real(jobs, *a, **k)
+    )
+    out = judge(["print(3)"] * 4 + ["print(4)"], [ADD] * 5, pool, LIMITS, partial=True)
+    assert calls == [6]  # 2 distinct programs x 3 tests
+    assert [v.passed for v in out] == [1, 1, 1, 1, 0]

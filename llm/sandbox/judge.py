@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
 from llm.sandbox.limits import Limits
@@ -59,12 +59,22 @@ class CodeTest:
     output: str
 
 
+EXTRACTS = ("fenced", "raw")
+
+
 @dataclass(frozen=True)
 class CodeTests:
-    """The tests of one problem; `fn_name` None means stdin/stdout tests."""
+    """The tests of one problem and how its program is made from a completion.
+
+    `fn_name` None means stdin/stdout tests. The program is `prefix + code + suffix`, where code
+    is the completion's last fenced block (`extract="fenced"`, LiveCodeBench) or the whole
+    completion (`extract="raw"`, HumanEval-style completion of a prompt's code)."""
 
     tests: tuple[CodeTest, ...]
     fn_name: str | None = None
+    prefix: str = ""
+    suffix: str = ""
+    extract: str = "fenced"
 
 
 @dataclass(frozen=True)
@@ -99,9 +109,19 @@ def extract_program(completion: str, max_chars: int = 100_000) -> str | None:
     return code
 
 
+def program_of(completion: str, tests: CodeTests, max_chars: int = 100_000) -> str | None:
+    """The program a completion stands for under `tests` (None: no code; see CodeTests)."""
+    if tests.extract == "raw":
+        code = completion if completion.strip() and len(completion) <= max_chars else None
+    else:
+        code = extract_program(completion, max_chars)
+    return None if code is None else tests.prefix + code + tests.suffix
+
+
 def parse_tests(answer: str) -> CodeTests:
     """The tests encoded in an example's answer string: JSON `{"tests": [{"input", "output"},
-    ...], "fn_name": str | null}` (what `llm.data` code loaders write). Raises ValueError."""
+    ...], "fn_name": str | null, "prefix"?, "suffix"?, "extract"?}` (what the code loader
+    writes). Raises ValueError."""
     try:
         spec = json.loads(answer)
     except json.JSONDecodeError as exc:
@@ -118,13 +138,23 @@ def parse_tests(answer: str) -> CodeTests:
         if not isinstance(t.get("output"), str):
             raise ValueError(f"code tests: test {k}: 'output' must be a string")
         tests.append(CodeTest(t["input"], t["output"]))
-    return CodeTests(tuple(tests), fn_name)
+    prefix, suffix = spec.get("prefix", ""), spec.get("suffix", "")
+    if not isinstance(prefix, str) or not isinstance(suffix, str):
+        raise ValueError("code tests: prefix and suffix must be strings")
+    extract = spec.get("extract", "fenced")
+    if extract not in EXTRACTS:
+        raise ValueError(f"code tests: extract must be one of {EXTRACTS}, got {extract!r}")
+    return CodeTests(tuple(tests), fn_name, prefix, suffix, extract)
 
 
 def encode_tests(tests: CodeTests) -> str:
-    """Inverse of `parse_tests`."""
-    cases = [{"input": t.input, "output": t.output} for t in tests.tests]
-    return json.dumps({"tests": cases, "fn_name": tests.fn_name})
+    """Inverse of `parse_tests` (fields at their defaults are left out)."""
+    spec: dict = {"tests": [{"input": t.input, "output": t.output} for t in tests.tests]}
+    spec["fn_name"] = tests.fn_name
+    for key, default in (("prefix", ""), ("suffix", ""), ("extract", "fenced")):
+        if getattr(tests, key) != default:
+            spec[key] = getattr(tests, key)
+    return json.dumps(spec)
 
 
 def call_arguments(test_input: str) -> list:
@@ -219,17 +249,17 @@ def judge(
 
     `partial=False` stops a program at its first failing test (its other tests are "skipped").
     The output cap is raised to twice the longest expected output plus 64 KiB when needed.
+    Identical (program, tests) pairs — frequent within a GRPO group — are run once.
     """
     if len(programs) != len(tests):
         raise ValueError(f"judge: {len(programs)} programs but {len(tests)} test sets")
     longest = max((len(t.output) for ts in tests for t in ts.tests), default=0)
     if limits.output_bytes < 2 * longest + 65536:
-        from dataclasses import replace
-
         limits = replace(limits, output_bytes=2 * longest + 65536)
+    first: dict[tuple[str, CodeTests], int] = {}  # identical (program, tests): judged once
     jobs, owner = [], []
     for i, (code, ts) in enumerate(zip(programs, tests)):
-        if code is None:
+        if code is None or first.setdefault((code, ts), i) != i:
             continue
         for k in range(len(ts.tests)):
             jobs.append(build_job(code, ts, k, group=i))
@@ -244,13 +274,14 @@ def judge(
     for (i, k), result in zip(owner, results):
         per[i].append(verdict_of(result, tests[i], k))
     verdicts = []
-    for i, code in enumerate(programs):
-        total = len(tests[i].tests)
+    for code, ts in zip(programs, tests):
+        total = len(ts.tests)
         if code is None:
             verdicts.append(Verdict("no_code", 0, total, ()))
             continue
-        passed = per[i].count("passed")
-        failed = [v for v in per[i] if v not in ("passed", "skipped")]
+        seen = per[first[(code, ts)]]
+        passed = seen.count("passed")
+        failed = [v for v in seen if v not in ("passed", "skipped")]
         status = "passed" if passed == total else failed[0]
-        verdicts.append(Verdict(status, passed, total, tuple(per[i])))
+        verdicts.append(Verdict(status, passed, total, tuple(seen)))
     return verdicts
