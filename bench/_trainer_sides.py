@@ -105,8 +105,8 @@ def setup_workload(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     TRL reads it front to back (``shuffle_dataset=False``), so both sides sample completions
     for the same P prompts at every RL step.
     """
-    from llm.tasks import write_tiny_task
-    from llm.tiny import build_tiny
+    from llm.data.tasks import write_tiny_task
+    from llm.data.tiny import build_tiny
 
     model_dir = build_tiny(work / "model", seed=0)
     if args.arch != "tiny" or args.hidden or args.layers:
@@ -132,7 +132,7 @@ def trainer_prompt_order(
     (loading, instruction, length checks) and ``DataStream`` (epoch e = the permutation of
     ``np.random.default_rng([seed, e])``), so the order cannot drift from the trainer's.
     """
-    from llm.setup import DataStream, RunPaths, load_data
+    from llm.runstate.setup import DataStream, RunPaths, load_data
 
     cfg = ours_config(args, model_dir, data_file)
     paths = RunPaths(run_dir=run_dir, model=Path(model_dir), tokenizer=Path(model_dir),
@@ -144,7 +144,7 @@ def trainer_prompt_order(
 def model_config(args: argparse.Namespace, tiny_config):
     """The Qwen2 config of the benchmarked model (random weights, the tiny tokenizer).
 
-    ``--arch tiny``: ``llm.tiny``'s model; ``--hidden h`` makes it h wide (h/64 heads, 1 KV head,
+    ``--arch tiny``: ``llm.data.tiny``'s model; ``--hidden h`` makes it h wide (h/64 heads, 1 KV head,
     MLP 2h), ``--layers l`` l deep. ``--arch qwen2.5-1.5b``: Qwen2.5-1.5B's architecture (hidden
     1536, 28 layers, 12 heads, 2 KV heads, MLP 8960, vocab 151,936, tied embeddings, RoPE θ 1e6);
     ``--hidden h`` shrinks it keeping head size 128 (h/128 heads, at least 1; 2 KV heads when the
@@ -199,8 +199,8 @@ def _reward(completions: list[str], answers: list[str]) -> list[float]:
     """The trainer's own ``tiny_task`` reward object (with its timeout guard), for both sides."""
     global _REWARD
     if _REWARD is None:
-        import llm.tasks  # noqa: F401  (registers tiny_task)
-        from llm.rewards import get_reward
+        import llm.data.tasks  # noqa: F401  (registers tiny_task)
+        from llm.rewards.registry import get_reward
 
         _REWARD = get_reward("tiny_task")
     return list(_REWARD(completions, answers))
@@ -332,7 +332,7 @@ def _group_rl_steps(
 # ------------------------------------------------------------------------------ our side
 def ours_config(args: argparse.Namespace, model_dir: str, data_file: str):
     """Our trainer's ``TrainConfig`` for the workload (the ``tiny`` preset, overridden)."""
-    from llm import config as C
+    from llm.config import build as C
 
     n = args.prompts * args.group
     overrides = {
@@ -450,8 +450,8 @@ def run_ours_components(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llm.logprobs import token_logprobs
-    from llm.rollout import generate
+    from llm.rollout.sampling import generate
+    from llm.update.logprobs import token_logprobs
     from ticgrpo import group_advantages, policy_loss
 
     torch.manual_seed(args.seed)

@@ -7,7 +7,7 @@
 The model is Qwen2.5-1.5B's architecture with random weights (nothing downloaded). The work is
 SPEC section 5's batch: a rollout of P·G = 128 trajectories (16 prompts × 8 samples), then
 updates on mini-batches of 32 — plain SGD, gradient checkpointing, the chunked log-probs of
-``llm.logprobs`` and GRPO's loss from ``ticgrpo``. Random weights emit EOS at random, so sampling
+``llm.update.logprobs`` and GRPO's loss from ``ticgrpo``. Random weights emit EOS at random, so sampling
 is forced to exactly ``--gen-len`` new tokens (``min_new_tokens``) to make the work fixed.
 
 Reported: rollout tokens/s (new tokens / wall time of ``generate``), training tokens/s (B·S per
@@ -95,7 +95,7 @@ def rollout(model, args: argparse.Namespace, device: torch.device) -> dict[str, 
 
 
 def train_steps(model, seqs: torch.Tensor, args: argparse.Namespace, device) -> dict[str, Any]:
-    from llm.logprobs import token_logprobs
+    from llm.update.logprobs import token_logprobs
     from ticgrpo import group_advantages, policy_loss
 
     model.train()

@@ -23,7 +23,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from bench._common import machine, peak_memory, print_table, timed, write_json
-from llm.logprobs import naive_token_logprobs, token_logprobs
+from llm.update.logprobs import naive_token_logprobs, token_logprobs
 
 QWEN_VOCAB = 151_936
 PRESETS: dict[str, dict[str, Any]] = {

@@ -10,16 +10,16 @@ sequences (a Qwen2 model with random weights; prompt lengths uniform in ``[promp
 prompt_len]``, completion lengths uniform in ``[1, max_completion]``, seeded). Layouts:
 
 - ``padded``: one batch of all rows, each padded to the longest prompt and completion
-  (``llm.batching.collate``, what a trainer without any padding handling does);
+  (``llm.update.batching.collate``, what a trainer without any padding handling does);
 - ``rows:k``: fixed micro-batches of ``k`` rows in rollout order (``microbatch_size``);
 - ``sorted:B``: length-sorted micro-batches of at most ``B`` padded tokens
-  (``llm.batching.microbatches``, the trainer's ``microbatch_tokens=B``);
+  (``llm.update.batching.microbatches``, the trainer's ``microbatch_tokens=B``);
 - ``packed:B``: sequences concatenated into rows of at most ``B`` real tokens, positions
   restarting at 0 for each (transformers then masks attention block-diagonally: with ``sdpa`` or
   ``eager`` through a 4D mask over the whole packed row, with ``flash_attention_2`` through
   variable-length kernels). Not in the trainer: this script measures whether it would pay.
 
-All layouts score the same tokens with the same chunked head (``llm.logprobs``); the script checks
+All layouts score the same tokens with the same chunked head (``llm.update.logprobs``); the script checks
 that every layout's log-probs equal the padded ones (``max |Δ logp|``). Reported per layout:
 process CPU seconds and wall seconds (median of ``--repeats``), tokens laid out (real +
 padding; packed rows also pay attention over their whole length), peak memory
@@ -56,8 +56,8 @@ def build_model(args: argparse.Namespace, device: torch.device, dtype: torch.dty
 
 def make_rollout(args: argparse.Namespace):
     """An ``Experience``-like rollout with seeded prompt and completion lengths."""
-    from llm.experience import Experience
-    from llm.rollout import Generation
+    from llm.rollout.experience import Experience
+    from llm.rollout.sampling import Generation
 
     gen = torch.Generator().manual_seed(args.seed)
     lo = max(1, args.prompt_len // 2)
@@ -94,7 +94,7 @@ def pack(exp, budget: int) -> list[list[int]]:
 def packed_logprobs(model, exp, rows: list[int], device) -> tuple[torch.Tensor, int]:
     """Log-probs ``[M]`` of the completion tokens of ``rows`` (in row order) from ONE packed row
     ``[1, Σ (prompt + completion)]``; also the packed length."""
-    from llm.logprobs import chunked_head_logprobs
+    from llm.update.logprobs import chunked_head_logprobs
 
     ids, pos, where, targets = [], [], [], []
     for i in rows:
@@ -119,7 +119,7 @@ def packed_logprobs(model, exp, rows: list[int], device) -> tuple[torch.Tensor, 
 def layout_pass(model, exp, layout: str, device) -> tuple[torch.Tensor, int]:
     """Forward + backward of Σ logp under ``layout``; (logp of every completion token in rollout
     order, detached, [Σ c_i]; tokens laid out)."""
-    from llm.batching import collate, forward_logprobs, microbatches
+    from llm.update.batching import collate, forward_logprobs, microbatches
 
     kind, _, value = layout.partition(":")
     rows = torch.arange(len(exp))

@@ -15,7 +15,7 @@ import random
 import time
 
 from bench._common import print_table, write_json
-from llm.rewards import get_reward, shutdown_pools
+from llm.rewards.registry import get_reward, shutdown_pools
 
 
 def _answer(rng: random.Random) -> tuple[str, str, str]:

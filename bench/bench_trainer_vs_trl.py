@@ -16,7 +16,7 @@ and its CPU smoke (same vocabulary of 151,936, one 64-wide layer):
 
 Same work on both sides:
 
-- the model: one folder, built once (``--arch tiny``: ``llm.tiny.build_tiny``, 2 layers, hidden
+- the model: one folder, built once (``--arch tiny``: ``llm.data.tiny.build_tiny``, 2 layers, hidden
   64, a 41-token tokenizer; ``--hidden/--layers`` re-initialise it wider/deeper;
   ``--arch qwen2.5-1.5b``: Qwen2.5-1.5B's architecture — hidden 1536, 28 layers, 12 heads, 2 KV
   heads, MLP 8960, vocab 151,936, tied embeddings — random weights, the tiny tokenizer, whose
@@ -24,7 +24,7 @@ Same work on both sides:
   loaded by both in ``--dtype`` on ``--device`` (TRL: ``use_cpu`` on cpu, ``bf16=True`` for
   bfloat16; ours: the ``device``/``dtype`` config fields);
 - the prompts AND their order: the same rendered prompt strings, listed in the order our
-  trainer draws them (``llm.setup.DataStream``: epoch e is the permutation of
+  trainer draws them (``llm.runstate.setup.DataStream``: epoch e is the permutation of
   ``np.random.default_rng([seed, e])``), which TRL reads front to back
   (``shuffle_dataset=False``). Each side records a digest of the P prompts it sampled for at
   every RL step; the JSON's ``same_prompts_in_trainer_order`` says whether every run of a side
@@ -56,8 +56,8 @@ so imports and the model load are not counted, for either side; on CUDA also
 
 Our side: ``--ours trainer`` (default) runs ``llm.train.train`` itself, its phases timed by
 wrapping ``collect``/``sequence_logprobs`` (gen) and ``inner_steps`` (update);
-``--ours components`` is the same pipeline built by hand from ``llm.rollout.generate``,
-``llm.logprobs.token_logprobs`` and ``ticgrpo.policy_loss`` (a check on the trainer's overhead;
+``--ours components`` is the same pipeline built by hand from ``llm.rollout.sampling.generate``,
+``llm.update.logprobs.token_logprobs`` and ``ticgrpo.policy_loss`` (a check on the trainer's overhead;
 CPU, no micro-batches).
 """
 
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch",
         default="tiny",
         choices=ARCHS,
-        help="tiny: llm.tiny's model; qwen2.5-1.5b: Qwen2.5-1.5B's architecture, random weights,\n"
+        help="tiny: llm.data.tiny's model; qwen2.5-1.5b: Qwen2.5-1.5B's architecture, random weights,\n"
         "vocab 151,936 (--hidden/--layers shrink it, keeping the vocabulary)",
     )
     p.add_argument("--prompts", type=int, default=4, help="P prompts per RL step")

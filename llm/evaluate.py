@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llm.config_checks import GENERATIONS  # the sampling paths, one list for train and eval
+from llm.config.checks import GENERATIONS  # the sampling paths, one list for train and eval
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -60,22 +60,22 @@ def summarize(correct: Sequence[int], k: int) -> dict[str, float]:
 
 
 def _sampler(generation: str) -> Callable:
-    """The sampling function of a ``generation`` path: ``plain`` (``llm.rollout.generate``, the
-    reference) or ``static`` (``llm.generation_fast.generate_fast``: static KV cache, decode step
+    """The sampling function of a ``generation`` path: ``plain`` (``llm.rollout.sampling.generate``, the
+    reference) or ``static`` (``llm.rollout.static_cache.generate_fast``: static KV cache, decode step
     compiled on CUDA, batch size from free memory when none is given)."""
     if generation not in GENERATIONS:
         raise ValueError(f"generation must be one of {list(GENERATIONS)}, got {generation!r}")
     if generation == "static":
-        from llm.generation_fast import generate_fast
+        from llm.rollout.static_cache import generate_fast
 
         return generate_fast
-    from llm.rollout import generate
+    from llm.rollout.sampling import generate
 
     return generate
 
 
 def _default_render(example, tokenizer, *, chat_template: bool = True) -> str:
-    from llm.data import render_prompt
+    from llm.data.loaders import render_prompt
 
     return render_prompt(example, tokenizer, chat_template=chat_template)
 
@@ -83,7 +83,7 @@ def _default_render(example, tokenizer, *, chat_template: bool = True) -> str:
 def _resolve_reward(reward: str | Callable) -> Callable[[list[str], list[str]], list[float]]:
     if callable(reward):
         return reward
-    from llm.rewards import get_reward
+    from llm.rewards.registry import get_reward
 
     return get_reward(reward)
 
@@ -113,7 +113,7 @@ def evaluate(
     `eval/generate_s` (all floats, ready for `RunLogger.log`) and `problems`: one dict per
     example (row, source, answer, num_correct, rewards, lengths, truncated, completions), which
     a logger should not receive. `generation` picks the sampling path (`plain` or `static`, as
-    in training); `generate_fn` / `render_fn` replace it / `llm.data.render_prompt` (tests).
+    in training); `generate_fn` / `render_fn` replace it / `llm.data.loaders.render_prompt` (tests).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llm.data import load_examples
+    from llm.data.loaders import load_examples
 
     try:
         reward_fn = _resolve_reward(args.reward)
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ).to("cuda" if cuda else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if args.checkpoint:
-        from llm.checkpoint import load_checkpoint
+        from llm.runstate.checkpoint import load_checkpoint
 
         load_checkpoint(args.checkpoint, model=model, optimizer=None, restore_rng=False)
     result = evaluate(

@@ -2,10 +2,10 @@
 
     ticgrpo train [--preset NAME | --config FILE] [--set key=value ...] [--out RUN_DIR] [--resume]
 
-Per step: draw P prompts → sample G completions each (``llm.rollout``) → rewards
-(``llm.rewards``; DAPO shaping/filtering in ``llm.experience``) → group advantages
+Per step: draw P prompts → sample G completions each (``llm.rollout.sampling``) → rewards
+(``llm.rewards.registry``; DAPO shaping/filtering in ``llm.rollout.experience``) → group advantages
 (``ticgrpo.group_advantages``) → old log-probs from the training forward pass → K inner steps
-(``llm.update``) → log → periodic eval → checkpoint. The run folder holds ``config.yaml``,
+(``llm.update.inner_steps``) → log → periodic eval → checkpoint. The run folder holds ``config.yaml``,
 ``metrics.jsonl``, ``samples.jsonl``, ``checkpoints/`` and (for "tiny") the built model and data.
 ``--resume`` restores weights, optimiser, scheduler, RNG streams and the data position and
 continues exactly (every random draw is seeded from the step, so the metrics match an
@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llm import config as C
-from llm import dist_train as D
-from llm.batching import sequence_logprobs
-from llm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from llm.experience import collect
-from llm.logging import RunLogger
-from llm.setup import DataStream, load_data, load_model, make_optimizer, prepare_run
-from llm.update import inner_steps, reuses_onpolicy_logp
+from llm.config import build as C
+from llm.parallel import comm as D
+from llm.parallel.checkpoint import load_full_checkpoint, model_layout, save_full_checkpoint
+from llm.rollout.experience import collect
+from llm.runstate.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from llm.runstate.logging import RunLogger
+from llm.runstate.setup import DataStream, load_data, load_model, make_optimizer, prepare_run
+from llm.update.batching import sequence_logprobs
+from llm.update.inner_steps import inner_steps, reuses_onpolicy_logp
 from ticgrpo import group_advantages
 
 
@@ -75,7 +76,7 @@ def _sample_rows(exp, k: int) -> list[dict]:
 def train(cfg: C.TrainConfig, run_dir: str | Path, *, resume: bool = False) -> dict:
     """Run (or resume) training into ``run_dir``; return the last step's logged metrics.
 
-    Under torchrun with ``distributed=true`` every rank runs this (``llm.dist_train``).
+    Under torchrun with ``distributed=true`` every rank runs this (``llm.parallel.comm``).
     """
     comm = D.start(cfg)
     try:
@@ -94,7 +95,7 @@ def _setup_model(cfg, paths, run_dir: Path, resume: bool, comm):
             state = load_checkpoint(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
         return model, ref_model, optimizer, scheduler, state, None
     model, ref_model, _device = load_model(cfg, paths, device=comm.info.device)
-    layout = D.model_layout(model)
+    layout = model_layout(model)
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:  # full weights into every rank's copy, then shard them
         state = load_checkpoint(ckpt, model=model, optimizer=None)
@@ -103,7 +104,7 @@ def _setup_model(cfg, paths, run_dir: Path, resume: bool, comm):
         D.shard(comm, ref_model)
     optimizer, scheduler = make_optimizer(cfg, model)  # after sharding: it holds the shards
     if ckpt is not None:
-        D.load_full_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
+        load_full_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
                                layout=layout)  # fmt: skip
     return model, ref_model, optimizer, scheduler, state, layout
 
@@ -116,7 +117,7 @@ def _train(cfg: C.TrainConfig, run_dir: Path, resume: bool, comm) -> dict:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tokenizer, data = load_data(cfg, paths)  # bad rows fail here, before the model loads
-    from llm.rewards import get_reward
+    from llm.rewards.registry import get_reward
 
     reward = get_reward(cfg.reward, timeout_s=cfg.reward_timeout_s)
     model, ref_model, optimizer, scheduler, state, layout = _setup_model(
@@ -155,7 +156,7 @@ def _train(cfg: C.TrainConfig, run_dir: Path, resume: bool, comm) -> dict:
                                     scheduler=scheduler, trainer_state=dict(state),
                                     keep=cfg.keep_checkpoints)  # fmt: skip
                 else:
-                    D.save_full_checkpoint(comm, run_dir, step, model=model, optimizer=optimizer,
+                    save_full_checkpoint(comm, run_dir, step, model=model, optimizer=optimizer,
                                            scheduler=scheduler, trainer_state=dict(state),
                                            keep=cfg.keep_checkpoints, layout=layout)  # fmt: skip
             if bar is not None:
@@ -199,7 +200,7 @@ def _train_step(
 ) -> tuple[dict, list[dict]]:
     """One rollout and its K inner steps; updates ``state``; returns (metrics, sample rows).
 
-    With ``comm`` (data parallel) this rank handles its share of the prompts; see llm.dist_train.
+    With ``comm`` (data parallel) this rank handles its share of the prompts; see llm.parallel.comm.
     """
     t_step = time.perf_counter()
     # 1. rollout: P prompts × G samples, scored, shaped, filtered

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from llm import checkpoint as ck
-from llm.checkpoint import (
+from llm.runstate import checkpoint as ck
+from llm.runstate.checkpoint import (
     CheckpointError,
     CheckpointWarning,
     latest_checkpoint,
@@ -272,7 +272,7 @@ def test_crash_at_publish_or_pointer_keeps_consistent_state(tmp_path, monkeypatc
 CHILD = textwrap.dedent(
     """
     import sys, torch
-    from llm.checkpoint import save_checkpoint
+    from llm.runstate.checkpoint import save_checkpoint
     torch.set_num_threads(1)
     model = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(6)])  # 25 MB
     for step in range(1, 100000):

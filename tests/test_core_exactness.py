@@ -1,8 +1,10 @@
 """Issue 2's exactness identities on enumerated MDPs (float64), with hypothesis-drawn MDPs.
 
-- TIC-GRPO (no clip, advantages independent of the other samples) is unbiased for ∇J(θ) at θ far
-  from θ_old; GRPO is not.
-- At θ = θ_old every method equals the score-function gradient times its normaliser.
+- TIC-GRPO (no clip, advantages independent of the other samples) equals ∇J(θ)/T at θ far from
+  θ_old (v5 Eq. 8 carries the constant 1/T), and GRPO+Traj_IS (no clip) equals ∇J(θ); GRPO is
+  not unbiased.
+- At θ = θ_old every method equals the score-function gradient times its normaliser (GRPO₂ and
+  TIC-GRPO: 1/T).
 - T = 1 (bandit): GRPO and TIC-GRPO coincide.
 - The homogeneity trick of toy.exact equals brute-force enumeration of whole batches.
 """
@@ -47,10 +49,19 @@ def rel(a, b):
 @SETTINGS
 @given(mdps(), st.integers(0, 1000), st.floats(0.5, 4.0))
 def test_tic_grpo_unbiased_for_current_gradient(mdp, seed, distance):
+    """v5 Eq. 8 unclipped: E_old[(1/T) w' A Σ_t ∇log π_θ] = ∇J(θ)/T; the earlier reading
+    (no 1/T) and GRPO+Traj_IS unclipped (its 1/L_i cancels) are ∇J(θ) itself."""
     old, theta = thetas(mdp, seed, distance)
     grad = policy_gradient(theta, mdp)
+    atol = 1e-12 * max(1.0, float(grad.abs().max()))
     upd = expected_update(theta, old, mdp, "tic_grpo", clip="none")
-    assert torch.allclose(upd, grad, rtol=1e-8, atol=1e-12 * max(1.0, float(grad.abs().max())))
+    assert torch.allclose(upd, grad / mdp.horizon, rtol=1e-8, atol=atol / mdp.horizon)
+    earlier = expected_update(
+        theta, old, mdp, "tic_grpo", clip="none", aggregation="seq_mean_token_mean"
+    )
+    assert torch.allclose(earlier, grad, rtol=1e-8, atol=atol)
+    traj_is = expected_update(theta, old, mdp, "grpo_traj_is", clip="none")
+    assert torch.allclose(traj_is, grad, rtol=1e-8, atol=atol)
 
 
 @SETTINGS
@@ -65,7 +76,7 @@ def test_grpo_not_unbiased_far_from_old(horizon, prompts, table, mdp_seed, seed)
     if grad.norm() < 1e-6:
         return  # a flat objective has nothing to be biased about
     upd = expected_update(theta, old, mdp, "grpo", clip="none") * mdp.horizon  # κ = 1/T
-    tic = expected_update(theta, old, mdp, "tic_grpo", clip="none")
+    tic = expected_update(theta, old, mdp, "tic_grpo", clip="none") * mdp.horizon  # 1/T
     assert rel(upd, grad) > 1e3 * max(rel(tic, grad), 1e-14)
     assert rel(upd, grad) > 1e-3
 
@@ -77,8 +88,14 @@ def _per_response(mdp, kind):
 
 
 # method -> per-response normaliser of its on-policy gradient E[A · c · Σ_t ∇log π]
-NORMALISERS = {"grpo": "inv_len", "gspo": "inv_len", "pg": "inv_len", "tic_grpo": "one",
-               "dr_grpo": "inv_T"}  # fmt: skip
+NORMALISERS = {"grpo": "inv_len", "gspo": "inv_len", "pg": "inv_len", "tic_grpo": "inv_T",
+               "grpo2": "inv_T", "grpo_traj_is": "one", "dr_grpo": "inv_T"}  # fmt: skip
+
+
+def test_every_method_has_an_on_policy_normaliser():
+    from ticgrpo import METHODS
+
+    assert set(NORMALISERS) | {"dapo"} == set(METHODS)
 
 
 @SETTINGS
@@ -88,6 +105,18 @@ def test_on_policy_every_method_is_scaled_score_gradient(mdp, seed, method):
     upd = expected_update(theta, theta, mdp, method)
     ref = score_function_gradient(theta, mdp, mdp.rewards, _per_response(mdp, NORMALISERS[method]))
     assert torch.allclose(upd, ref, rtol=1e-9, atol=1e-13)
+
+
+@SETTINGS
+@given(mdps(), st.integers(0, 1000), st.sampled_from(["grpo2", "tic_grpo"]))
+def test_on_policy_grpo2_and_tic_are_score_gradient_over_T(mdp, seed, method):
+    """v5 Eq. 14 and Eq. 8 at θ = θ_old: every ratio is 1, the update is (1/T)·E[A Σ_t ∇log π]."""
+    theta = init_theta(mdp, 0.8, seed=seed)
+    upd = expected_update(theta, theta, mdp, method)
+    ref = score_function_gradient(theta, mdp, mdp.rewards, _per_response(mdp, "inv_T"))
+    assert torch.allclose(upd, ref, rtol=1e-9, atol=1e-13)
+    grad = policy_gradient(theta, mdp)  # advantages = rewards: the score gradient is ∇J
+    assert torch.allclose(upd * mdp.horizon, grad, rtol=1e-8, atol=1e-12)
 
 
 @SETTINGS
@@ -133,13 +162,14 @@ def test_bandit_grpo_and_tic_grpo_coincide(mdp, seed, clip):
     args = (torch.randn(6, 1, generator=gen, dtype=torch.float64),
             torch.randn(6, generator=gen, dtype=torch.float64), torch.ones(6, 1, dtype=torch.bool))  # fmt: skip
     la = policy_loss(lp, *args, method="grpo", clip=clip).loss
-    lb = policy_loss(lp, *args, method="tic_grpo", clip=clip).loss
+    lb = policy_loss(lp, *args, method="tic_grpo", clip=clip, max_len=1).loss  # T = 1
     assert torch.allclose(la, lb)
     assert torch.allclose(*(torch.autograd.grad(x, lp)[0] for x in (la, lb)))
 
 
 @pytest.mark.parametrize("method,opts", [("grpo", {}), ("tic_grpo", {}), ("tic_grpo", {"tic_clip": "ppo"}),
-                                         ("gspo", {"eps_low": 0.2, "eps_high": 0.2}), ("dr_grpo", {})])  # fmt: skip
+                                         ("gspo", {"eps_low": 0.2, "eps_high": 0.2}), ("dr_grpo", {}),
+                                         ("grpo2", {}), ("grpo_traj_is", {})])  # fmt: skip
 @pytest.mark.parametrize("mode,g", [("none", 1), ("std", 2), ("rloo", 3), ("length_corrected", 2)])
 def test_homogeneity_trick_equals_bruteforce(method, opts, mode, g):
     mdp = make_mdp(2, 2, 1, eos=True, reward="graded", seed=5)
@@ -158,5 +188,5 @@ def test_homogeneity_trick_hand_example():
     r = mdp.rewards[0, mdp.tokens[:, 0].argsort()]
     # ∇ log π(a) = e_a − π; π_old = 1/2; w(a) = π(a)/(1/2)
     expected = sum(0.5 * (pi[a] / 0.5) * r[a] * (torch.eye(2)[a].double() - pi) for a in range(2))
-    upd = expected_update(theta, old, mdp, "tic_grpo", clip="none")
+    upd = expected_update(theta, old, mdp, "tic_grpo", clip="none")  # T = 1: 1/T is 1
     assert torch.allclose(upd[0], expected, atol=1e-15)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from llm.data import (
+from llm.data.loaders import (
     BOXED_INSTRUCTION,
     DataError,
     Example,
@@ -309,7 +309,7 @@ def test_check_prompt_lengths(tmp_path):
 
 
 def test_real_tokenizer_chat_template(tmp_path):
-    tiny = pytest.importorskip("llm.tiny")
+    tiny = pytest.importorskip("llm.data.tiny")
     transformers = pytest.importorskip("transformers")
     out = tiny.build_tiny(tmp_path / "tiny")
     tok = transformers.AutoTokenizer.from_pretrained(out)

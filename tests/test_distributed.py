@@ -1,4 +1,4 @@
-"""FSDP2 data parallel (llm/distributed.py): a 2-rank gloo update equals the single-process one.
+"""FSDP2 data parallel (llm/parallel/fsdp.py): a 2-rank gloo update equals the single-process one.
 
 The file is also the worker script: ``torchrun ... tests/test_distributed.py --worker OUT`` runs
 one update per method on its share of the global batch and writes the gathered parameters.
@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm.distributed import gather_list, prompt_shard, reduce_metrics
+from llm.parallel.fsdp import gather_list, prompt_shard, reduce_metrics
 from tests.torchrun_util import torchrun
 from ticgrpo import METHODS, group_advantages, policy_loss
 
@@ -46,7 +46,7 @@ def build_model():
 
 def make_batch(model) -> dict[str, torch.Tensor]:
     """The global rollout: N = P·G rows, left-padded prompts, right-padded responses."""
-    from llm.logprobs import naive_token_logprobs
+    from llm.update.logprobs import naive_token_logprobs
 
     gen = torch.Generator().manual_seed(123)
     n = P * G
@@ -69,7 +69,7 @@ def update(
     model, opt, batch, rows: range, method: str, norms: dict[str, float]
 ) -> dict[str, float]:
     """One step of ``opt`` for ``method`` on ``rows`` of the batch with the given normalisers."""
-    from llm.logprobs import token_logprobs
+    from llm.update.logprobs import token_logprobs
 
     sl = slice(rows.start * G, rows.stop * G)
     row = METHODS[method]
@@ -92,8 +92,14 @@ def update(
 
 
 def worker(out_dir: str) -> None:
-    from llm.distributed import global_normalisers, init_distributed, reshard, shard_model, teardown
-    from llm.logprobs import naive_token_logprobs, token_logprobs
+    from llm.parallel.fsdp import (
+        global_normalisers,
+        init_distributed,
+        reshard,
+        shard_model,
+        teardown,
+    )
+    from llm.update.logprobs import naive_token_logprobs, token_logprobs
 
     info = init_distributed()
     try:
@@ -217,11 +223,17 @@ def test_local_group_advantages_equal_global_slices(mode: str) -> None:
 
 
 def test_helpers_are_identities_without_a_process_group() -> None:
-    from llm.distributed import global_normalisers, init_distributed
+    from llm.parallel.fsdp import global_normalisers, init_distributed
 
     assert not torch.distributed.is_initialized()
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
-    assert global_normalisers(mask) == {"num_seqs": 2.0, "num_tokens": 3.0, "max_len": 3.0}
+    assert global_normalisers(mask, max_len=8) == {
+        "num_seqs": 2.0,
+        "num_tokens": 3.0,
+        "max_len": 8.0,
+    }
+    with pytest.raises(TypeError, match="max_len"):  # the budget is never the padded width
+        global_normalisers(mask)
     assert reduce_metrics({"a": 1.5}) == {"a": 1.5}
     assert gather_list([1, 2]) == [1, 2]
     if "WORLD_SIZE" not in os.environ:

@@ -163,10 +163,10 @@ def test_evaluate_counts_nonfinite_rewards_as_wrong_and_checks_lengths():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from llm.tiny import build_tiny, write_tiny_task
+    from llm.data.tiny import build_tiny, write_tiny_task
 
     root = tmp_path_factory.mktemp("tiny")
-    from llm.rewards import available_rewards, register_reward
+    from llm.rewards.registry import available_rewards, register_reward
 
     if "test_has_digit" not in available_rewards():
         register_reward("test_has_digit")(has_digit)
@@ -216,7 +216,7 @@ def test_eval_cli_end_to_end(tiny, tmp_path):
 def test_eval_static_generation_path_gives_the_same_samples(tiny, tmp_path):
     """--generation static (static KV cache) draws the same samples as the reference path on the
     tiny model under one seed (tests/test_generation_fast.py holds the sampler itself)."""
-    import llm.generation_fast as F
+    import llm.rollout.static_cache as F
 
     calls = []
     real = F.generate_fast
@@ -237,7 +237,7 @@ def test_eval_checkpoint_weights_replace_model(tiny, tmp_path):
     """--model seed0 --checkpoint (weights of seed1) evaluates exactly like --model seed1."""
     from transformers import AutoModelForCausalLM
 
-    from llm.checkpoint import save_checkpoint
+    from llm.runstate.checkpoint import save_checkpoint
 
     seed1 = AutoModelForCausalLM.from_pretrained(tiny / "model_seed1")
     save_checkpoint(tmp_path / "run", 5, model=seed1, optimizer=None, trainer_state={})

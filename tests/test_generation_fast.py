@@ -1,4 +1,4 @@
-"""Static-cache rollouts (llm/generation_fast.py) against the plain reference llm.rollout."""
+"""Static-cache rollouts (llm/rollout/static_cache.py) against the plain reference llm.rollout.sampling."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from llm.generation_fast import auto_batch_size, bytes_per_sequence, generate_fast  # noqa: E402
-from llm.rollout import generate  # noqa: E402
-from llm.tiny import build_tiny  # noqa: E402
+from llm.data.tiny import build_tiny  # noqa: E402
+from llm.rollout.sampling import generate  # noqa: E402
+from llm.rollout.static_cache import auto_batch_size, bytes_per_sequence, generate_fast  # noqa: E402
 
 
 @pytest.fixture(scope="module")

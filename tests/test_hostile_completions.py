@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from llm import _reward_worker
-from llm._reward_worker import VerifierPool
-from llm.rewards import get_reward
+from llm.rewards import math_worker as _reward_worker
+from llm.rewards.math_worker import VerifierPool
+from llm.rewards.registry import get_reward
 
 TIMEOUT_S = 2.0
 #: Scheduling slack on a loaded 2-core machine (the deadline itself is exact).

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from llm import config as C
-from llm.presets import PRESETS, get_preset
+from llm.config import build as C
+from llm.config.presets import PRESETS, get_preset
 
 
 def test_every_field_has_a_docstring():

@@ -1,4 +1,4 @@
-"""Data-parallel trainer (llm/dist_train.py): 2 gloo ranks reproduce the single-process update.
+"""Data-parallel trainer (llm/parallel/comm.py): 2 gloo ranks reproduce the single-process update.
 
 The file is also the worker: ``torchrun ... tests/test_llm_distributed_train.py --worker OUT``
 runs the trainer's ``inner_steps`` on each rank's half of a fixed global rollout (FSDP2-wrapped
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm import config as C
-from llm.experience import Experience
-from llm.rollout import Generation
+from llm.config import build as C
+from llm.rollout.experience import Experience
+from llm.rollout.sampling import Generation
 from tests.torchrun_util import torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def make_cfg(name: str) -> C.TrainConfig:
 
 def make_experience(model, cfg) -> Experience:
     """The global rollout: varied prompt and completion lengths, stale old log-probs."""
-    from llm.experience import sequence_logprobs
+    from llm.update.batching import sequence_logprobs
     from ticgrpo import group_advantages
 
     gen = torch.Generator().manual_seed(11)
@@ -102,9 +102,9 @@ def local_part(exp: Experience, rows: range) -> Experience:
 
 def run_update(name: str, comm=None, *, inject_nan: bool = False):
     """(model, UpdateResult) after the inner steps of case ``name`` (this rank's half under comm)."""
-    from llm.dist_train import shard
-    from llm.setup import make_optimizer
-    from llm.update import inner_steps
+    from llm.parallel.comm import shard
+    from llm.runstate.setup import make_optimizer
+    from llm.update.inner_steps import inner_steps
 
     cfg = make_cfg(name)
     model = build_model()
@@ -120,9 +120,9 @@ def run_update(name: str, comm=None, *, inject_nan: bool = False):
 
 def reference_two_minibatches(name: str):
     """Single process, same global mini-batches as 2 ranks: mini-batch j is the union of each
-    rank's rows ``perm_r[j·m:(j+1)·m]`` of its own seeded shuffle (llm.update.inner_steps)."""
-    from llm.setup import make_optimizer
-    from llm.update import MetricMean, _guarded_step, _minibatch_loss
+    rank's rows ``perm_r[j·m:(j+1)·m]`` of its own seeded shuffle (llm.update.inner_steps.inner_steps)."""
+    from llm.runstate.setup import make_optimizer
+    from llm.update.inner_steps import MetricMean, _guarded_step, _minibatch_loss
 
     cfg = make_cfg(name)
     model = build_model()
@@ -145,8 +145,8 @@ def reference_two_minibatches(name: str):
 def budget_logprobs(comm=None) -> torch.Tensor:
     """``sequence_logprobs`` [rows, T] under the budget of case ``tic_grpo_token_budget``: this
     rank's half of the rollout on the sharded model, or all of it in one process."""
-    from llm.dist_train import shard
-    from llm.experience import sequence_logprobs
+    from llm.parallel.comm import shard
+    from llm.update.batching import sequence_logprobs
 
     cfg = make_cfg("tic_grpo_token_budget")
     model = build_model()
@@ -168,8 +168,8 @@ def full_params(model) -> dict[str, torch.Tensor]:
 
 
 def worker(out_dir: str) -> None:
-    from llm.dist_train import Comm
-    from llm.distributed import init_distributed, teardown
+    from llm.parallel.comm import Comm
+    from llm.parallel.fsdp import init_distributed, teardown
 
     info = init_distributed("gloo")
     comm = Comm(info)
@@ -287,8 +287,8 @@ def test_torchrun_train_end_to_end_then_single_process_resume(tmp_path: Path) ->
     # the checkpoint is the single-process format: a plain model and optimiser load it
     from transformers import AutoModelForCausalLM
 
-    from llm.checkpoint import load_checkpoint
-    from llm.setup import make_optimizer
+    from llm.runstate.checkpoint import load_checkpoint
+    from llm.runstate.setup import make_optimizer
 
     cfg = C.build_config(base=C.load_yaml(run / "config.yaml"))
     model = AutoModelForCausalLM.from_pretrained(run / "tiny_model")

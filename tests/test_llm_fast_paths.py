@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import llm.experience as E
+import llm.rollout.experience as E
 import llm.train as T
-from llm import config as C
-from llm.update import inner_steps, reuses_onpolicy_logp
+from llm.config import build as C
+from llm.update.inner_steps import inner_steps, reuses_onpolicy_logp
 from tests.test_llm_train import (
     final_weights,
     read_metrics,

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm.logging import RunLogger, format_table, sanitize, truncate_metrics
+from llm.runstate.logging import RunLogger, format_table, sanitize, truncate_metrics
 
 
 def strict_lines(path):

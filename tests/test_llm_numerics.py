@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from llm import config as C
+from llm.config import build as C
 from llm.train import train
 from tests.test_llm_train import final_weights, read_metrics, shared_tiny_model, tiny_cfg
 

@@ -13,10 +13,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm import config as C
-from llm.experience import Experience, collate, microbatches, sequence_logprobs
-from llm.rollout import Generation
-from llm.update import inner_steps
+from llm.config import build as C
+from llm.rollout.experience import Experience
+from llm.rollout.sampling import Generation
+from llm.update.batching import collate, microbatches, sequence_logprobs
+from llm.update.inner_steps import inner_steps
 from tests.test_llm_train import tiny_cfg
 
 VOCAB, P, G = 48, 3, 4

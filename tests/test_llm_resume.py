@@ -53,7 +53,7 @@ def test_resume_after_a_crash_drops_lines_past_the_checkpoint(tmp_path):
     # simulate a crash after step 3 was logged but before its checkpoint was written
     import shutil
 
-    from llm.checkpoint import checkpoint_root
+    from llm.runstate.checkpoint import checkpoint_root
 
     root = checkpoint_root(run)
     shutil.rmtree(root / "step-00000003")

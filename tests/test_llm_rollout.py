@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from llm.experience import overlong_penalty
-from llm.rollout import generate, split_completion
-from llm.tasks import first_integer, tiny_task_reward, write_tiny_task
+from llm.data.tasks import first_integer, tiny_task_reward, write_tiny_task
+from llm.rollout.experience import overlong_penalty
+from llm.rollout.sampling import generate, split_completion
 from tests.test_llm_train import shared_tiny_model
 
 
@@ -128,8 +128,8 @@ def test_overlong_penalty_hand_values():
 
 def test_dynamic_sampling_drops_flat_groups_and_refills(monkeypatch):
     """Rewards are scripted: groups whose G rewards are all equal are replaced by fresh ones."""
-    import llm.experience as E
-    from llm.rollout import Generation
+    import llm.rollout.experience as E
+    from llm.rollout.sampling import Generation
 
     def fake_generate(model, tok, prompts, *, num_samples, **kw):
         n = len(prompts) * num_samples

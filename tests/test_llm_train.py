@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm import config as C
-from llm.presets import get_preset
+from llm.config import build as C
+from llm.config.presets import get_preset
 from llm.train import main, train
 
 TIMING = ("timing/", "tokens_per_s")
@@ -29,7 +29,7 @@ REQUIRED_KEYS = (
 @functools.lru_cache(maxsize=1)
 def shared_tiny_model() -> Path:
     """The tiny model and tokenizer, built once per test session (other test files reuse it)."""
-    from llm.tiny import build_tiny
+    from llm.data.tiny import build_tiny
 
     return build_tiny(Path(tempfile.mkdtemp(prefix="ticgrpo-tiny-")) / "model", seed=0)
 
@@ -65,7 +65,7 @@ def strip_timing(rows: list[dict]) -> list[dict]:
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    from llm.checkpoint import latest_checkpoint
+    from llm.runstate.checkpoint import latest_checkpoint
 
     return load_file(str(latest_checkpoint(run_dir) / "model.safetensors"))
 

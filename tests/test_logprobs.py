@@ -1,4 +1,4 @@
-"""Chunked log-probs (llm/logprobs.py) against the naive full-logits reference."""
+"""Chunked log-probs (llm/update/logprobs.py) against the naive full-logits reference."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 transformers = pytest.importorskip("transformers")
 
-from llm.logprobs import (  # noqa: E402
+from llm.update.logprobs import (  # noqa: E402
     naive_token_logprobs,
     position_ids_from_mask,
     token_logprobs,

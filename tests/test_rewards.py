@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm.rewards import (
+from llm.rewards.registry import (
     MAX_DIGITS,
     available_rewards,
     get_reward,

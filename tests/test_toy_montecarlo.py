@@ -25,7 +25,8 @@ def test_batch_updates_equal_autograd_through_policy_loss(method, mode):
         lp = token_logp(leaf, mdp)[prompts, rows].reshape(8, -1)
         old_lp = token_logp(old, mdp)[prompts, rows].reshape(8, -1)
         adv = group_advantages(mdp.rewards[prompts, rows].reshape(-1), 4, mode=mode)
-        loss = policy_loss(lp, old_lp, adv, mdp.mask[rows].reshape(8, -1), method=method).loss
+        mask = mdp.mask[rows].reshape(8, -1)
+        loss = policy_loss(lp, old_lp, adv, mask, method=method, max_len=mdp.horizon).loss
         (grad,) = torch.autograd.grad(loss, leaf)
         assert torch.allclose(fast[b], -grad.reshape(-1), atol=1e-14)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .aggregation import AGGREGATIONS, aggregate
+from .aggregation import AGGREGATIONS, aggregate, check_budget
 from .kl import KL_ESTIMATORS, kl_terms
 from .methods import TIC_CLIP_READINGS, get_method
 from .metrics import effective_sample_size, finite_metrics, fraction, masked_stats
@@ -20,7 +20,7 @@ from .surrogates import CLIP_MODES, surrogate
 
 OPTIONS = (
     "clip", "tic_clip", "ratio", "aggregation", "num_seqs", "num_tokens", "max_len",
-    "ref_logp", "beta", "kl_estimator", "log_ratio_cap",
+    "ref_logp", "beta", "kl_estimator", "log_ratio_cap", "token_weights",
 )  # fmt: skip
 
 
@@ -29,7 +29,8 @@ class PolicyLossOutput:
     """``loss``: scalar to minimise (the negative objective, plus ``β·KL``).
 
     ``metrics``: finite floats, namespaced keys. ``per_seq``: ``[N]`` per-sequence objective terms
-    ``ℓ_i`` (token terms averaged over the sequence's tokens), detached, for diagnostics.
+    ``ℓ_i`` (token terms, times ``token_weights`` when given, averaged over the sequence's tokens;
+    no ``1/T`` or other batch normaliser), detached, for diagnostics.
     """
 
     loss: torch.Tensor
@@ -61,6 +62,34 @@ def _check_inputs(logp, old_logp, advantages, mask) -> None:
     for name, t in (("logp", logp), ("old_logp", old_logp), ("advantages", advantages)):
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+
+
+def _token_weights(weights, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """``token_weights [N, T]`` as detached constants, exactly 0 on masked positions; None if absent.
+
+    On response tokens every weight must be finite and >= 0 (an importance weight); masked
+    positions may hold anything, NaN and inf included, and are replaced before any arithmetic.
+    """
+    if weights is None:
+        return None
+    if not isinstance(weights, torch.Tensor):
+        raise TypeError(f"token_weights must be a torch.Tensor, got {type(weights).__name__}")
+    if weights.shape != mask.shape:
+        raise ValueError(
+            f"token_weights must have the shape of logp {tuple(mask.shape)}, "
+            f"got {tuple(weights.shape)}"
+        )
+    if not weights.is_floating_point():
+        raise TypeError(f"token_weights must be a floating tensor, got {weights.dtype}")
+    w = weights.detach().to(dtype)
+    bad = mask & ~(torch.isfinite(w) & (w >= 0))
+    if bool(bad.any()):
+        i, t = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(
+            f"token_weights must be finite and >= 0 on response tokens; row {i}, token {t} "
+            f"holds {float(w[i, t])} ({int(bad.sum())} such entries)"
+        )
+    return torch.where(mask, w, torch.zeros((), dtype=dtype))
 
 
 def _resolve(method: str, options: dict) -> tuple[str, str, str]:
@@ -108,17 +137,24 @@ def policy_loss(
         old_logp: ``[N, T]`` log π_old of the same tokens (treated as constants).
         advantages: ``[N]`` one advantage per sequence, broadcast over its tokens.
         mask: ``[N, T]`` bool, True on response tokens.
-        method: a key of ``METHODS``: grpo, tic_grpo, gspo, dapo, dr_grpo, pg.
+        method: a key of ``METHODS``: grpo, tic_grpo, grpo2, grpo_traj_is, gspo, dapo,
+            dr_grpo, pg.
         eps_low, eps_high: clip widths ``ε_low``, ``ε_high``.
         **options: ``clip``, ``tic_clip`` ("truncate" | "ppo"), ``ratio``, ``aggregation``
             override the method's row; ``num_seqs``, ``num_tokens``, ``max_len`` are the
-            aggregation's normalisers (pass global values when splitting a batch);
-            ``ref_logp`` [N, T], ``beta``, ``kl_estimator`` ("k1" | "k2" | "k3") add ``β·KL``;
-            ``log_ratio_cap`` (default 20) bounds log-ratios before ``exp``.
+            aggregation's normalisers (pass global values when splitting a batch). ``max_len``
+            is the length budget ``T`` and is REQUIRED by the budget aggregations (tic_grpo,
+            grpo2, dr_grpo): a ValueError names it when missing, never a default from the
+            padded width. ``token_weights`` ``[N, T]`` (finite, >= 0 on response tokens,
+            treated as constants) multiply each policy token term before aggregation, e.g. a
+            rollout-vs-trainer importance weight; the KL terms are not weighted (as in TRL and
+            verl). ``ref_logp`` [N, T], ``beta``, ``kl_estimator`` ("k1" | "k2" | "k3") add
+            ``β·KL``; ``log_ratio_cap`` (default 20) bounds log-ratios before ``exp``.
 
-    Objective (maximised) = aggregate over tokens of ``f(w, A)``, where ``w`` is the method's
-    ratio and ``f`` its clipped surrogate; e.g. TIC-GRPO: ``ℓ_i = min(w'_i, 1+ε_high)·A_i`` with
-    ``log w'_i = Σ_t ρ_{i,t}``, averaged over sequences.
+    Objective (maximised) = aggregate over tokens of ``c_{i,t}·f(w, A)``, where ``w`` is the
+    method's ratio (broadcast over the tokens for a sequence-level ratio), ``f`` its clipped
+    surrogate and ``c`` the token weights (1 when absent); e.g. TIC-GRPO (v5 Eq. 8):
+    ``(1/T)·mean_i min(w'_i, 1+ε_high)·A_i`` with ``log w'_i = Σ_t ρ_{i,t}``.
     """
     _check_inputs(logp, old_logp, advantages, mask)
     ratio, clip, agg = _resolve(method, options)
@@ -142,6 +178,10 @@ def policy_loss(
             f"ref_logp must have the shape of logp {tuple(logp.shape)}, got {tuple(ref_logp.shape)}"
         )
     norms = {k: options.get(k) for k in ("num_seqs", "num_tokens", "max_len")}
+    try:
+        check_budget(agg, mask, norms["max_len"])
+    except ValueError as err:
+        raise ValueError(f"policy_loss(method={method!r}): {err}") from None
 
     # Ratios in float32 or better, and masked entries replaced before any arithmetic so that
     # whatever they hold (even inf or NaN) cannot reach the loss or the gradient.
@@ -150,9 +190,12 @@ def policy_loss(
     lp = torch.where(mask, logp.to(dtype), zero)
     old = torch.where(mask, old_logp.detach().to(dtype), zero)
     adv = advantages.detach().to(dtype)
+    weights = _token_weights(options.get("token_weights"), mask, dtype)  # [N, T] or None
 
     log_w = log_ratio(ratio, lp, old, mask)  # [N, T]
     terms, low, high = surrogate(log_w, adv[:, None], clip, eps_low, eps_high, cap)  # [N, T]
+    if weights is not None:
+        terms = terms * weights
     objective = aggregate(terms, mask, agg, **norms)
     loss = -objective
 
@@ -191,4 +234,10 @@ def policy_loss(
             "ess/traj_frac": ess / max(int(has_tokens.sum()), 1),
             "ratio/capped_frac": fraction(log_w > cap, mask),
         }
+        if weights is not None:
+            w_mean, w_min, w_max = masked_stats(weights, mask)
+            metrics.update({
+                "token_weights/mean": w_mean, "token_weights/min": w_min,
+                "token_weights/max": w_max,
+            })  # fmt: skip
     return PolicyLossOutput(loss=loss, metrics=finite_metrics(metrics), per_seq=per_seq.detach())

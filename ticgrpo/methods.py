@@ -3,11 +3,20 @@
 A method is a ratio level × a clip mode × an aggregation, plus the advantage mode and clip widths
 its paper recommends (trainers read those; ``policy_loss`` itself follows its explicit arguments).
 Adding a method is one row here, its section in ``docs/estimators.md`` and its tests.
+
+The no-IS ablation (v5 Fig. 1) is not a row: it is a training-loop option (``no_is`` in ``llm/``
+and ``toy/``) that reuses the ``pg`` gradient at ``θ_old`` for all K inner steps.
+
+Rows whose aggregation is in ``aggregation.BUDGET_AGGREGATIONS`` (tic_grpo, grpo2, dr_grpo) need
+the length budget ``max_len`` in every ``policy_loss`` call. TIC-GRPO's earlier normalisation
+(v1-v4 / ICLR 2026: ``mean_i ℓ_i`` without ``1/T``) is ``aggregation="seq_mean_token_mean"``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .aggregation import BUDGET_AGGREGATIONS
 
 
 @dataclass(frozen=True)
@@ -21,8 +30,13 @@ class Method:
     advantage_mode: str  # advantages.ADVANTAGE_MODES, recommended
     eps_low: float  # recommended clip widths
     eps_high: float
-    paper: str
+    paper: str  # the source; TIC-GRPO's rows name their v5 equation or table
     summary: str
+
+    @property
+    def needs_max_len(self) -> bool:
+        """True when the row's aggregation divides by the length budget ``T`` (``max_len``)."""
+        return self.aggregation in BUDGET_AGGREGATIONS
 
 
 # fmt: off
@@ -31,13 +45,24 @@ METHODS: dict[str, Method] = {
     for m in (
         Method(
             "grpo", "token", "two_sided", "seq_mean_token_mean", "std", 0.2, 0.2,
-            "Shao et al. 2024, DeepSeekMath (arXiv 2402.03300)",
+            "Shao et al. 2024, DeepSeekMath (arXiv 2402.03300); TIC-GRPO v5 Eq. 4-5",
             "token ratio, sign-aware two-sided clip, per-sequence token mean",
         ),
         Method(
-            "tic_grpo", "traj_sum", "upper_truncate", "seq_mean_token_mean", "std", 0.2, 0.2,
-            "TIC-GRPO (arXiv 2508.02833)",
-            "one trajectory ratio P_θ(s_T)/P_old(s_T), clipped from above only",
+            "tic_grpo", "traj_sum", "upper_truncate", "seq_mean_token_mean_over_constant", "std",
+            0.2, 0.2,
+            "TIC-GRPO, arXiv 2508.02833 v5 Eq. 8",
+            "one trajectory ratio P_θ(s_T)/P_old(s_T), clipped from above only, (1/T)·mean_i",
+        ),
+        Method(
+            "grpo2", "token", "upper_truncate", "token_sum_over_constant", "std", 0.2, 0.2,
+            "GRPO₂ = 'GRPO+UB_Clip', arXiv 2508.02833 v5 Eq. 14 and Table 2",
+            "token ratio, up-only truncation min(w, 1+ε_high) for either sign, (1/T)·mean_i Σ_t",
+        ),
+        Method(
+            "grpo_traj_is", "traj_sum", "two_sided", "seq_mean_token_mean", "std", 0.2, 0.2,
+            "'GRPO+Traj_IS', arXiv 2508.02833 v5 Table 2",
+            "trajectory ratio in GRPO's sign-aware two-sided clip, per-sequence token mean (1/L_i)",
         ),
         Method(
             "gspo", "seq_mean", "two_sided", "seq_mean_token_mean", "std", 3e-4, 4e-4,

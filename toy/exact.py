@@ -138,7 +138,12 @@ def _norm_kwargs(mdp: TabularMDP, method: str, options: dict) -> dict:
             "token_mean normalises by the batch's token count, which is random when responses "
             "have different lengths (EOS); use expected_update_bruteforce for this case"
         )
-    return {"num_seqs": mdp.num_prompts, "num_tokens": mdp.num_prompts * mdp.horizon}
+    # max_len: the MDP's horizon is its length budget T (a loss_options entry overrides it)
+    return {
+        "num_seqs": mdp.num_prompts,
+        "num_tokens": mdp.num_prompts * mdp.horizon,
+        "max_len": mdp.horizon,
+    }
 
 
 def weighted_update(
@@ -155,7 +160,7 @@ def weighted_update(
     ``a_plus, a_minus [P, M]`` (non-negative). ``loss_options`` go to ``policy_loss`` (``clip``,
     ``eps_low``, ``eps_high``, ``ratio``, ``aggregation``, ``tic_clip``, …).
     """
-    norms = _norm_kwargs(mdp, method, loss_options)
+    options = {**_norm_kwargs(mdp, method, loss_options), **loss_options}
     probs_old = response_probs(theta_old, mdp)  # [P, M]
     leaf = theta.detach().clone().requires_grad_(True)
     lp = token_logp(leaf, mdp).reshape(-1, mdp.horizon)  # [P·M, T]
@@ -168,8 +173,7 @@ def weighted_update(
         adv,
         torch.cat([mask, mask]),
         method=method,
-        **norms,
-        **loss_options,
+        **options,
     )
     (grad,) = torch.autograd.grad(out.loss, leaf)
     return -grad
@@ -227,9 +231,10 @@ def expected_update_bruteforce(
     """Naive twin of ``expected_update``: enumerate every batch (one group per prompt).
 
     Loops over all ``M^{G·P}`` batches, calling ``policy_loss`` on each with its own default
-    normalisers, so it is exact for every aggregation, including ``token_mean`` with EOS. Tiny
-    MDPs only (tests).
+    normalisers (and ``max_len`` = the horizon unless given), so it is exact for every
+    aggregation, including ``token_mean`` with EOS. Tiny MDPs only (tests).
     """
+    loss_options = {"max_len": mdp.horizon, **loss_options}
     m, g, num_p = mdp.num_responses, group_size, mdp.num_prompts
     if m ** (g * num_p) > 20_000:
         raise ValueError(f"{m}^{g * num_p} batches is too many for the brute-force expectation")

@@ -45,7 +45,7 @@ def batch_updates(
     """Per-batch updates ``−∇_θ loss`` for sampled batches ``idx [n, P, G]``: ``[n, S·V]``.
 
     Each batch is one ``policy_loss`` batch of ``P·G`` rows with its default normalisers
-    (``num_seqs = P·G``, ``num_tokens`` = its own token count, ``max_len = T``).
+    (``num_seqs = P·G``, ``num_tokens`` = its own token count, ``max_len`` = the horizon ``T``).
     """
     n, num_p, g = idx.shape
     t = mdp.horizon
@@ -61,7 +61,8 @@ def batch_updates(
     lp = lp_table[prompts, idx].reshape(-1, t).detach().requires_grad_(True)  # [n·P·G, T]
     old = old_table[prompts, idx].reshape(-1, t)
     mask = mdp.mask[idx].reshape(-1, t)
-    out = policy_loss(lp, old, adv, mask, method=method, num_seqs=1, num_tokens=1, **loss_options)
+    options = {"max_len": t, **loss_options}  # the horizon is the length budget T
+    out = policy_loss(lp, old, adv, mask, method=method, num_seqs=1, num_tokens=1, **options)
     (c,) = torch.autograd.grad(out.loss, lp)  # [n·P·G, T] with unit normalisers
     c = c.view(n, num_p, g, t)
     agg = loss_options.get("aggregation") or METHODS[method].aggregation

@@ -114,7 +114,7 @@ def _ascent(theta, old_rows, idx, adv, mdp, cfg: dict, method: str, ref_rows=Non
     leaf = theta.detach().clone().requires_grad_(True)
     rows = _gather(token_logp(leaf, mdp).expand(theta.shape[0], *mdp.states.shape), idx)
     mask = mdp.mask[idx].reshape(rows.shape)
-    extra = dict(cfg["loss_options"])
+    extra = {"max_len": mdp.horizon, **cfg["loss_options"]}  # the horizon is the budget T
     if cfg["beta"] > 0:
         extra.update(beta=cfg["beta"], ref_logp=ref_rows, kl_estimator="k3")
     out = policy_loss(

@@ -68,8 +68,9 @@ def onpolicy_scale(
     """``κ`` with ``E[g(θ_old)] ≈ κ ∇J(θ_old)``: the projection coefficient (exact for G = 1,
     advantages = rewards, fixed lengths; for group advantages the residual is their own bias).
 
-    The method's normaliser: 1/T for a per-sequence token mean of a token ratio, 1 for the
-    trajectory ratio broadcast over tokens. Projected rather than assumed, so a wrong guess about
+    The method's normaliser: 1/T for a per-sequence token mean of a token ratio and for
+    TIC-GRPO (v5 Eq. 8), 1 for a trajectory ratio without the budget (GRPO+Traj_IS, TIC's
+    earlier reading). Projected rather than assumed, so a wrong guess about
     a normaliser shows up as a residual in the on-policy test, not a silent rescaling here.
     """
     method = "pg" if method == "no_is" else method

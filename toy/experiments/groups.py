@@ -21,7 +21,7 @@ from ..montecarlo import mc_updates, squared_error_stats
 from .common import Context, lab_mdp, save_csv, save_json
 
 MODES = ("std", "mean", "rloo")
-METHOD, OPTIONS = "tic_grpo", {"clip": "none"}  # κ = 1 on-policy; any method gives the same shape
+METHOD, OPTIONS = "tic_grpo", {"clip": "none"}  # κ = 1/T on-policy; relative values: any κ
 
 
 def run(ctx: Context) -> list[dict]:

@@ -76,7 +76,9 @@ def run(ctx: Context) -> list[dict]:
             naive_terms = direct * adv  # inf · 0 = NaN where the product overflowed
             mask = torch.ones(n, horizon, dtype=torch.bool)
             lp = rho.float().requires_grad_(True)
-            out = policy_loss(lp, torch.zeros_like(lp), adv, mask, method="tic_grpo", clip="none")
+            out = policy_loss(
+                lp, torch.zeros_like(lp), adv, mask, method="tic_grpo", clip="none", max_len=horizon
+            )
             (grad,) = torch.autograd.grad(out.loss, lp)
             rows.append({
                 "sigma": sigma, "T": horizon, "log_E_w2": log_m2,

@@ -1,7 +1,8 @@
 """Experiments 4–6: training with the toy loop, exact ``J(θ_n)`` and ``‖∇J(θ_n)‖²`` logged.
 
 Step sizes are *effective*: each method's η is divided by its on-policy normaliser κ (GRPO's
-per-sequence token mean has κ = 1/T, TIC-GRPO's trajectory ratio κ = 1), so every method takes
+per-sequence token mean has κ = 1/T, and so has TIC-GRPO with v5's 1/T; κ = 1 in TIC's earlier
+reading), so every method takes
 the same step on-policy and a difference in speed comes from the estimator, not from a hidden
 factor T. The convergence experiment also runs TIC-GRPO at GRPO's raw η (the paper's setting).
 """

@@ -1,0 +1,95 @@
+"""Row readers for local .parquet, .jsonl and .json files (private helper of `llm.data.loaders`).
+
+Each yields one `Record` per row, 0-based; a row that cannot be read (invalid JSON line, bad
+UTF-8, a damaged parquet row group) comes back with `error` set instead of raising, so the caller
+can either stop with a message naming it or count it as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A data file or row that cannot be used; the message names file, row and field."""
+
+
+@dataclass
+class Record:
+    row: int
+    where: str  # "row 3" or "row 3 (line 5)"
+    value: object = None
+    error: str | None = None  # set when the row could not be read at all
+    count: int = 1  # rows this record stands for (an unreadable parquet row group: many)
+
+
+def read_records(path: Path) -> Iterator[Record]:
+    """The rows of a .parquet / .jsonl / .json file; unreadable rows come as `Record.error`.
+
+    Raises DataError for a file that cannot be read at all.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet_records(path)
+    if suffix == ".jsonl":
+        return _jsonl_records(path)
+    if suffix == ".json":
+        return _json_records(path)
+    raise DataError(f"{path}: unsupported format {suffix!r}; use .parquet, .jsonl or .json")
+
+
+def _parquet_records(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # ArrowInvalid, OSError: truncated footer, not parquet at all
+        raise DataError(
+            f"{path}: cannot read parquet file (truncated or corrupt?): {exc}"
+        ) from None
+    row = 0
+    for g in range(pf.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        try:
+            rows = pf.read_row_group(g).to_pylist()
+        except Exception as exc:  # a damaged column chunk inside an intact footer
+            where = f"rows {row}-{row + n - 1}"
+            yield Record(row, where, error=f"unreadable row group {g}: {exc}", count=n)
+            row += n
+            continue
+        for value in rows:
+            yield Record(row, f"row {row}", value)
+            row += 1
+
+
+def _jsonl_records(path: Path) -> Iterator[Record]:
+    row = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            where = f"row {row} (line {lineno})"
+            try:
+                yield Record(row, where, json.loads(raw.decode("utf-8")))
+            except UnicodeDecodeError as exc:
+                yield Record(row, where, error=f"not valid UTF-8 ({exc.reason})")
+            except json.JSONDecodeError as exc:
+                yield Record(row, where, error=f"invalid JSON: {exc.msg} at column {exc.colno}")
+            row += 1
+
+
+def _json_records(path: Path) -> Iterator[Record]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise DataError(f"{path}: invalid JSON file{where}: {exc}") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: a .json file must hold a list of rows, got {type(data).__name__}")
+    for row, value in enumerate(data):
+        yield Record(row, f"row {row}", value)
