@@ -11,9 +11,9 @@ import zlib
 
 import pytest
 
-from llm._data_readers import DataError
-from llm.code_tasks import write_tiny_code_task
-from llm.data_code import SYSTEM_PROMPT, load_code_problems
+from llm.data.code import SYSTEM_PROMPT, load_code_problems
+from llm.data.code_tasks import write_tiny_code_task
+from llm.data.readers import DataError
 from llm.sandbox.judge import CodeTest, parse_tests
 
 
@@ -134,7 +134,7 @@ def test_packed_tests_cannot_run_code(tmp_path):
 
 
 def test_zlib_bomb_is_a_row_error(tmp_path, monkeypatch):
-    import llm.data_code as dc
+    import llm.data.code as dc
 
     monkeypatch.setattr(dc, "MAX_TESTS_BYTES", 1000)
     bomb = base64.b64encode(zlib.compress(b"\0" * 100_000)).decode()

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from llm.rewards import available_rewards, get_reward
+from llm.rewards.registry import available_rewards, get_reward
 from llm.sandbox import SandboxUnavailable
 from llm.sandbox.judge import CodeTest, CodeTests, encode_tests
 

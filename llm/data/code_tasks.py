@@ -1,6 +1,6 @@
 """A tiny code task for the tiny model: complete ``print(...)`` so that it prints the answer.
 
-Rows are the synthetic problems of ``llm.tasks`` (``"repeat 7"`` -> ``7``, ``"3 plus 4"`` -> ``7``)
+Rows are the synthetic problems of ``llm.data.tasks`` (``"repeat 7"`` -> ``7``, ``"3 plus 4"`` -> ``7``)
 written in the code loader's ``tests`` schema: one stdin-less test whose expected output is the
 answer, ``prefix="print("``, ``suffix=")\\n"`` and ``extract="raw"``, so the program judged in the
 sandbox is ``print(<completion>)``. The tiny tokenizer knows only the task's characters (no
@@ -18,7 +18,7 @@ import os
 import random
 from pathlib import Path
 
-from llm.tasks import make_problem
+from llm.data.tasks import make_problem
 
 PREFIX, SUFFIX = "print(", ")\n"
 

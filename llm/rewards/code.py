@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 from functools import lru_cache
 
-from llm.rewards import RewardStats, register_reward
+from llm.rewards.registry import RewardStats, register_reward
 from llm.sandbox import BACKENDS, Limits, SandboxPool
 from llm.sandbox.judge import CodeTests, judge, parse_tests, program_of
 

@@ -9,7 +9,7 @@ Two row schemas, detected per file from its first row:
   which is unpickled with no globals allowed, so it can only yield a string) and `metadata`
   (`{"func_name": ...}`, needed for functional tests; a JSON string or an object).
 - **tests** — `{problem | question, tests: [{input, output}], fn_name?, starter_code?, prefix?,
-  suffix?, extract?}`, what `llm.code_tasks` writes and what a hand-made file most easily looks
+  suffix?, extract?}`, what `llm.data.code_tasks` writes and what a hand-made file most easily looks
   like. With `extract: "raw"` the whole completion is the code (HumanEval-style completion; the
   program is `prefix + completion + suffix`) and the prompt is the problem text alone.
 
@@ -18,7 +18,7 @@ to complete or the instruction to read stdin and write stdout, the program in a 
 block). The example's `answer` is the JSON test spec of `llm.sandbox.judge.encode_tests`, which
 the "code" reward reads. Functional test inputs must be one JSON value per line, outputs JSON.
 
-Row-level errors follow `llm.data.load_examples`: on_error="raise" stops at the first bad row
+Row-level errors follow `llm.data.loaders.load_examples`: on_error="raise" stops at the first bad row
 with a DataError naming file, row and field; "skip" drops and counts it.
 """
 
@@ -33,8 +33,8 @@ import pickle
 import zlib
 from pathlib import Path
 
-from llm._data_readers import DataError, read_records
-from llm.data import Example, LoadResult, _fail, _RowError
+from llm.data.loaders import Example, LoadResult, _fail, _RowError
+from llm.data.readers import DataError, read_records
 from llm.sandbox.judge import EXTRACTS, CodeTest, CodeTests, call_arguments, encode_tests
 
 SYSTEM_PROMPT = (
