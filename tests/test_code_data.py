@@ -166,3 +166,20 @@ def test_tiny_code_task(tmp_path):
     assert ex[0].messages[0]["content"].startswith("repeat ")
     digit = ex[0].messages[0]["content"].split()[1]
     assert spec.tests == (CodeTest("", digit),)
+
+
+def test_load_examples_reads_code_rows(tmp_path):
+    """The trainer's and `ticgrpo eval`'s loader detects code rows and gives the same examples."""
+    from llm.data.loaders import load_examples
+
+    lcb = write_jsonl(tmp_path / "lcb.jsonl", [STDIN_ROW, CALL_ROW])
+    tiny = write_tiny_code_task(tmp_path / "t.jsonl", 5, seed=0)
+    for path in (lcb, tiny):
+        auto = load_examples(path).examples
+        assert auto == load_examples(path, schema="code").examples
+        assert auto == load_code_problems(path).examples
+    with pytest.raises(DataError, match="row 1 .*no test cases"):
+        load_examples(
+            write_jsonl(tmp_path / "b.jsonl", [STDIN_ROW, {**STDIN_ROW, "public_test_cases": "[]",
+                                                           "private_test_cases": ""}])
+        )  # fmt: skip

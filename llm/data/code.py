@@ -18,8 +18,10 @@ to complete or the instruction to read stdin and write stdout, the program in a 
 block). The example's `answer` is the JSON test spec of `llm.sandbox.judge.encode_tests`, which
 the "code" reward reads. Functional test inputs must be one JSON value per line, outputs JSON.
 
-Row-level errors follow `llm.data.loaders.load_examples`: on_error="raise" stops at the first bad row
-with a DataError naming file, row and field; "skip" drops and counts it.
+Row-level errors follow `llm.data.loaders.load_examples`: on_error="raise" stops at the first bad
+row with a DataError naming file, row and field; "skip" drops and counts it. The same rows load
+through `load_examples(schema="code")` (or "auto"), which is how the trainer and `ticgrpo eval`
+read them; `load_code_problems` adds the choice of LiveCodeBench's public tests only.
 """
 
 from __future__ import annotations
@@ -139,10 +141,15 @@ def _metadata_fn(record: dict) -> str | None:
     return meta.get("func_name")
 
 
-def _convert(record: object, schema: str, test_set: str) -> tuple[tuple, str]:
-    """(messages, answer) of one row; raises _RowError."""
+def convert_code_row(
+    record: object, schema: str | None = None, test_set: str = "all"
+) -> tuple[tuple, str]:
+    """(messages, answer) of one row under `schema` ("lcb" or "tests"; None: "lcb" when the row
+    has `question_content`); raises _RowError. `llm.data.loaders` calls it for schema "code"."""
     if not isinstance(record, dict):
         raise _RowError("<row>", f"expected an object, got {type(record).__name__}")
+    if schema is None:
+        schema = "lcb" if "question_content" in record else "tests"
     starter = record.get("starter_code") or ""
     if not isinstance(starter, str):
         raise _RowError("starter_code", f"expected a string, got {type(starter).__name__}")
@@ -223,7 +230,7 @@ def load_code_problems(
             except DataError as exc:
                 raise DataError(f"{source}: {rec.where}: {exc}") from None
         try:
-            messages, answer = _convert(rec.value, schema or "tests", tests)
+            messages, answer = convert_code_row(rec.value, schema, tests)
         except _RowError as exc:
             _fail(result, f"{source}: {rec.where}: {exc}", on_error, rec.count)
             continue
