@@ -179,6 +179,71 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------------
+# code benchmarks (LiveCodeBench-style files)
+
+
+def _greedy_sampler() -> Callable:
+    from functools import partial
+
+    from llm.rollout.static_cache import generate_fast
+
+    return partial(generate_fast, greedy=True)
+
+
+def evaluate_code(
+    model,
+    tokenizer,
+    path: str | os.PathLike,
+    *,
+    k: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    limit: int | None = None,
+    tests: str = "all",
+    reward_options: dict | None = None,
+    seed: int | None = 0,
+    batch_size: int | None = None,
+    chat_template: bool = True,
+    generate_fn: Callable | None = None,
+    greedy_fn: Callable | None = None,
+) -> dict[str, Any]:
+    """Score one LiveCodeBench-style file (``llm.data.code``) with the "code" reward.
+
+    Two passes over the problems: greedy decoding, one completion each, gives
+    ``code/avg@1_greedy`` (the paper's LiveCodeBench number, SPEC section 5); ``k`` samples at
+    ``temperature``/``top_p`` give ``code/avg@k``, its standard error and ``code/pass@1..k``
+    (unbiased, Chen et al. 2021). ``code/greedy/<verdict>`` and ``code/sampled/<verdict>`` are
+    the shares of each verdict (passed, wrong_answer, runtime_error, timeout, memory, no_code,
+    sandbox_error). ``problems`` holds each problem's greedy and sampled results.
+    ``generate_fn`` / ``greedy_fn`` replace the sampling / greedy generators (tests).
+    """
+    from llm.data.code import load_code_problems
+    from llm.rewards.registry import get_reward
+
+    examples = load_code_problems(path, limit=limit, tests=tests).examples
+    kw = dict(max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+              chat_template=chat_template)  # fmt: skip
+    greedy_reward = get_reward("code", **(reward_options or {}))
+    greedy = evaluate(model, tokenizer, examples, k=1, reward=greedy_reward,
+                      generate_fn=greedy_fn or _greedy_sampler(), **kw)  # fmt: skip
+    sampled_reward = get_reward("code", **(reward_options or {}))
+    sampled = evaluate(model, tokenizer, examples, k=k, temperature=temperature, top_p=top_p,
+                       reward=sampled_reward, generate_fn=generate_fn, **kw)  # fmt: skip
+    out: dict[str, Any] = {"code/avg@1_greedy": greedy["eval/avg@1"]}
+    out.update({k2.replace("eval/", "code/"): v for k2, v in sampled.items() if k2 != "problems"})
+    for name, reward, n in (("greedy", greedy_reward, len(examples)),
+                            ("sampled", sampled_reward, len(examples) * k)):  # fmt: skip
+        for status, count in sorted(reward.stats.counts.items()):
+            out[f"code/{name}/{status}"] = count / n
+    out["problems"] = [
+        {**p, "greedy": g["completions"][0], "greedy_reward": g["rewards"][0]}
+        for p, g in zip(sampled["problems"], greedy["problems"])
+    ]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # ticgrpo eval
 
 
@@ -195,7 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=1024)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--reward", default="math", help="registered reward name (default math)")
+    p.add_argument(
+        "--reward",
+        default="math",
+        help="registered reward name (default math); code: a LiveCodeBench-style file, scored "
+        "as Avg@1 of greedy decoding plus avg@k and pass@k of k samples",
+    )
     p.add_argument("--schema", default="auto", help="data schema: auto, plain, dapo")
     p.add_argument("--limit", type=int, help="evaluate only the first N problems")
     p.add_argument("--seed", type=int, default=0)
@@ -252,20 +322,28 @@ def main(argv: list[str] | None = None) -> int:
         from llm.runstate.checkpoint import load_checkpoint
 
         load_checkpoint(args.checkpoint, model=model, optimizer=None, restore_rng=False)
-    result = evaluate(
-        model,
-        tokenizer,
-        loaded.examples,
-        k=args.k,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        reward=reward_fn,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        chat_template=not args.no_chat_template,
-        generation=args.generation,
-    )
+    if args.reward == "code":  # a LiveCodeBench-style file: greedy Avg@1 and pass@k
+        result = evaluate_code(
+            model, tokenizer, args.data, k=args.k, max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature, top_p=args.top_p, limit=args.limit, seed=args.seed,
+            batch_size=args.batch_size, chat_template=not args.no_chat_template,
+            generate_fn=_sampler(args.generation),
+        )  # fmt: skip
+    else:
+        result = evaluate(
+            model,
+            tokenizer,
+            loaded.examples,
+            k=args.k,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            reward=reward_fn,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            chat_template=not args.no_chat_template,
+            generation=args.generation,
+        )
     problems = result.pop("problems")
     for key, value in result.items():
         print(f"{key:<24} {value:.4f}" if isinstance(value, float) else f"{key:<24} {value}")
