@@ -58,6 +58,8 @@ def test_rewards_and_statuses(options):
     }
     log = reward.stats.as_log("reward_check/")
     assert log["reward_check/passed"] == 2.0 and log["reward_check/timeout"] == 1.0
+    seconds = reward.stats.last_seconds
+    assert len(seconds) == 8 and seconds[5] == 0.0 and 1.5 <= seconds[3] < 4.0  # no code; the stall
 
 
 def test_partial_credit(options):

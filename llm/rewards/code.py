@@ -88,7 +88,7 @@ def code_reward(
     limits = Limits(time_s=timeout_s, memory_mb=memory_mb)
     verdicts = judge(programs, specs, pool, limits, partial=partial)
     stats.counts.update(v.status for v in verdicts)
-    stats.last_seconds = []
+    stats.last_seconds = [v.seconds for v in verdicts]  # a duplicate repeats its original's
     if partial:
         return [v.passed / v.total for v in verdicts]
     return [float(v.status == "passed") for v in verdicts]

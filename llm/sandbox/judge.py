@@ -79,13 +79,14 @@ class CodeTests:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A program's verdict, its tests passed out of `total`, and each test's verdict ("skipped"
-    for tests not run after a failure)."""
+    """A program's verdict, its tests passed out of `total`, each test's verdict ("skipped"
+    for tests not run after a failure), and the wall seconds its runs took in the sandbox."""
 
     status: str
     passed: int
     total: int
     per_test: tuple[str, ...] = ()
+    seconds: float = 0.0
 
 
 def extract_program(completion: str, max_chars: int = 100_000) -> str | None:
@@ -271,17 +272,19 @@ def judge(
 
     results = pool.run(jobs, limits, keep_going=keep_going)
     per: list[list[str]] = [[] for _ in programs]
+    seconds = [0.0] * len(programs)
     for (i, k), result in zip(owner, results):
         per[i].append(verdict_of(result, tests[i], k))
+        seconds[i] += result.seconds
     verdicts = []
     for code, ts in zip(programs, tests):
         total = len(ts.tests)
         if code is None:
             verdicts.append(Verdict("no_code", 0, total, ()))
             continue
-        seen = per[first[(code, ts)]]
-        passed = seen.count("passed")
-        failed = [v for v in seen if v not in ("passed", "skipped")]
+        j = first[(code, ts)]
+        passed = per[j].count("passed")
+        failed = [v for v in per[j] if v not in ("passed", "skipped")]
         status = "passed" if passed == total else failed[0]
-        verdicts.append(Verdict(status, passed, total, tuple(seen)))
+        verdicts.append(Verdict(status, passed, total, tuple(per[j]), seconds[j]))
     return verdicts
