@@ -5,7 +5,6 @@ backend, which needs no system tool. The hostile programs are in test_code_sandb
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import signal
@@ -111,12 +110,12 @@ def loose():
     return SandboxPool(2, backend="unsandboxed", allow_unsandboxed=True)
 
 
-def test_runner_mechanics_unsandboxed(loose, monkeypatch):
+def test_runner_mechanics_unsandboxed(loose, monkeypatch, tmp_path):
     """Limits, stdin, scrubbed environment, no inherited descriptors and a removed directory
     hold on every backend (the isolation itself is bwrap's: see the hostile suite)."""
     monkeypatch.setenv("TICGRPO_PARENT_SECRET", "s3cr3t")
     keep = os.open(os.devnull, os.O_RDONLY)  # not inheritable; must not show up inside
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "ticgrpo-sandbox-*")))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # run directories land here
     jobs = [
         Job("print(sum(map(int, input().split())))", b"2 3 4\n"),
         Job("import os\nprint(sorted(os.environ))\nprint(sorted(os.listdir('/proc/self/fd')))"),
@@ -147,8 +146,7 @@ def test_runner_mechanics_unsandboxed(loose, monkeypatch):
     assert len(out[4].stdout) == FAST.output_bytes
     assert out[5].exit_code == 4
     assert out[6].stdout == b"True True\n"  # its own session and process group
-    after = set(glob.glob(os.path.join(tempfile.gettempdir(), "ticgrpo-sandbox-*")))
-    assert after <= before  # every run directory removed
+    assert list(tmp_path.iterdir()) == []  # every run directory removed
 
 
 def test_group_cut_short(loose):

@@ -70,6 +70,8 @@ class SandboxPool:
             raise ValueError(f"workers must be an integer in [1, 63], got {workers!r}")
         self.workers = workers
         self.backend = get_backend(backend, bwrap=bwrap)
+        # Slots own uids: two batches at once would share (and reap) each other's slots.
+        self._lock = threading.Lock()
 
     def run(
         self,
@@ -78,7 +80,12 @@ class SandboxPool:
         *,
         keep_going: Callable[[int, RunResult], bool] | None = None,
     ) -> list[RunResult]:
-        """Results in job order (see the module docstring for `keep_going` and groups)."""
+        """Results in job order (see the module docstring for `keep_going` and groups).
+        Calls from several threads are served one batch at a time."""
+        with self._lock:
+            return self._run(jobs, limits, keep_going)
+
+    def _run(self, jobs, limits, keep_going) -> list[RunResult]:
         results: list[RunResult | None] = [None] * len(jobs)
         queue = deque(range(len(jobs)))
         busy: set = set()  # groups with a job running now
