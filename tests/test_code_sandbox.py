@@ -25,7 +25,8 @@ def test_limits_validate_and_map_to_prlimit():
     args = lim.prlimit_args()
     assert args[0] == "prlimit" and args[-1] == "--"
     assert "--cpu=3:4" in args and f"--as={128 << 20}:{128 << 20}" in args
-    assert "--fsize=1000:1000" in args and "--nofile=16:16" in args and "--nproc=3:3" in args
+    assert "--fsize=1000:1000" in args and "--nofile=16:16" in args
+    assert lim.nproc_args() == ["prlimit", "--nproc=3:3", "--"]
     for bad in (
         {"time_s": 0},
         {"time_s": float("inf")},

@@ -387,3 +387,46 @@ def test_pool_serves_next_batch(world):
     results = pool.run(jobs, LIMITS)
     assert [r.status for r in results] == ["ok"] * 6
     assert [r.stdout for r in results] == [f"{7 * k}\n".encode() for k in range(6)]
+
+
+NON_ROOT_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from llm.sandbox import Job, Limits, SandboxPool
+jobs = [
+    Job("import os\\nprint(os.getuid(), sorted(os.listdir('/')))"),
+    Job("import subprocess, sys\\n"
+        "ps = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(100)'])"
+        " for _ in range(50)]"),
+    Job("import socket\\nsocket.create_connection(('127.0.0.1', int(input())), timeout=1)",
+        sys.argv[2].encode()),
+    Job("while True:\\n    pass"),
+]
+out = SandboxPool(2).run(jobs, Limits(time_s=1.5, memory_mb=256, max_processes=4))
+print(json.dumps([[r.status, r.stdout.decode(), r.stderr.decode()[-200:]] for r in out]))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/usr/bin/python3") or shutil.which("bwrap") is None,
+    reason="needs root (to become nobody), /usr/bin/python3 and bubblewrap",
+)
+def test_non_root_caller(tmp_path):
+    """A parent that is not root: bwrap makes a user namespace, RLIMIT_NPROC is counted inside
+    it (not against the user's other processes), and the same isolation holds."""
+    import json
+
+    listener = Listener()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3"]
+    cmd += ["-c", NON_ROOT_SCRIPT, root, str(listener.port)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # fmt: skip
+    listener.stop = True
+    assert done.returncode == 0, done.stderr[-2000:]
+    who, bomb, net, loop = json.loads(done.stdout.splitlines()[-1])
+    assert who[0] == "ok" and who[1].startswith("65534 ['bin', 'dev', 'lib'"), who
+    assert "'work'" not in who[1] and "'home'" not in who[1], who
+    assert bomb[0] == "error" and "Resource temporarily unavailable" in bomb[2], bomb
+    assert net[0] == "error" and listener.connections == 0, net
+    assert loop[0] == "timeout"

@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm.sandbox.limits import Limits
+
 #: Interpreter flags: isolated mode (no PYTHON* variables, no user site), no site-packages,
 #: no .pyc writes, UTF-8 I/O whatever the locale.
 PYTHON_FLAGS = ("-I", "-S", "-B", "-X", "utf8")
@@ -87,9 +89,11 @@ class Backend:
     python: str
     bwrap: str | None = None
 
-    def command(self, program: str, uid: int | None, tmp_mb: int) -> list[str]:
+    def command(self, program: str, uid: int | None, limits: Limits) -> list[str]:
         """argv (after `prlimit ... --`) that runs the file `program`; `uid` (bwrap only) is the
-        uid the program runs as when the parent is root."""
+        uid the program runs as when the parent is root. RLIMIT_NPROC is set inside bwrap, where
+        it counts the run's own processes; unsandboxed it is left alone (it would count the
+        parent's uid: nothing for root, every process of the user otherwise)."""
         if self.name == "unsandboxed":
             return [self.python, *PYTHON_FLAGS, program]
         drop = []
@@ -114,10 +118,10 @@ class Backend:
         _mount_system(args)
         _mount_interpreter(args, self.python)
         args += ["--proc", "/proc", "--dev", "/dev"]
-        args += ["--perms", "1777", "--size", str(tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+        args += ["--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp"]
         args += ["--perms", "0755", "--dir", "/sandbox"]
         args += ["--ro-bind", program, PROGRAM_PATH, "--chdir", "/tmp"]
-        return [*args, *drop, self.python, *PYTHON_FLAGS, PROGRAM_PATH]
+        return [*args, *limits.nproc_args(), *drop, self.python, *PYTHON_FLAGS, PROGRAM_PATH]
 
 
 def _require_tool(name: str, package: str) -> str:
@@ -163,7 +167,6 @@ def get_backend(name: str = "bwrap", *, bwrap: str | None = None) -> Backend:
 
 def _probe(backend: Backend) -> None:
     """Run `print(6 * 7)` in the backend; raise SandboxUnavailable with its stderr if it fails."""
-    from llm.sandbox.limits import Limits
     from llm.sandbox.runner import run_program
 
     result = run_program("print(6 * 7)", b"", Limits(time_s=20.0), backend, slot=63)

@@ -59,7 +59,8 @@ class Limits:
         return max(1, math.ceil(self.time_s))
 
     def prlimit_args(self) -> list[str]:
-        """`prlimit --cpu=S:H --as=... --fsize=... --nofile=... --nproc=... --core=0 --`."""
+        """`prlimit --cpu=S:H --as=... --fsize=... --nofile=... --core=0 --`: the limits set on
+        the process that execs the sandbox, inherited by everything in it."""
         mem = self.memory_mb * _MB
         return [
             "prlimit",
@@ -67,7 +68,12 @@ class Limits:
             f"--as={mem}:{mem}",
             f"--fsize={self.output_bytes}:{self.output_bytes}",
             f"--nofile={self.max_files}:{self.max_files}",
-            f"--nproc={self.max_processes}:{self.max_processes}",
             "--core=0:0",
             "--",
         ]
+
+    def nproc_args(self) -> list[str]:
+        """`prlimit --nproc=N:N --`, run inside the sandbox just before the program: there the
+        count is of the program's own uid (a slot uid, or the user inside bwrap's user
+        namespace), not of the parent's processes."""
+        return ["prlimit", f"--nproc={self.max_processes}:{self.max_processes}", "--"]

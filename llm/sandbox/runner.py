@@ -146,7 +146,7 @@ def run_program(
         (run_dir / "stdin").write_bytes(stdin)
         sandboxed = backend.name == "bwrap"
         uid = slot_uid(slot) if sandboxed and os.geteuid() == 0 else None
-        cmd = [*limits.prlimit_args(), *backend.command(str(program), uid, limits.tmp_mb)]
+        cmd = [*limits.prlimit_args(), *backend.command(str(program), uid, limits)]
         pass_fds: tuple[int, ...] = ()
         if sandboxed:
             status_r, status_w = os.pipe()
