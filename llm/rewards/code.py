@@ -39,7 +39,7 @@ def _pool(workers: int | None, sandbox: str, allow_unsandboxed: bool) -> Sandbox
         return _POOLS[key]
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)  # a step's P problems; LiveCodeBench test specs can be megabytes each
 def _tests(answer: str) -> CodeTests:
     return parse_tests(answer)
 

@@ -40,7 +40,8 @@ VERDICTS = (
     "no_code",
     "sandbox_error",
 )
-#: Prepended to every program, as LiveCodeBench does: starter code uses `List[int]` & co.
+#: Prepended to every fenced (LiveCodeBench) program, as LiveCodeBench does: starter code uses
+#: `List[int]` & co. without importing them.
 PRELUDE = (
     "from typing import *\nfrom functools import *\nfrom collections import *\n"
     "from itertools import *\nfrom heapq import *\nfrom bisect import *\nfrom string import *\n"
@@ -168,8 +169,11 @@ def build_job(code: str, tests: CodeTests, k: int, group: int) -> Job:
     tests append a harness that calls the function with the arguments written into the source
     and prints the JSON of the result as the last line."""
     case = tests.tests[k]
+    # LiveCodeBench's programs get its import prelude; a raw (HumanEval-style) program is
+    # exactly prefix + completion + suffix, its prefix carrying whatever it imports.
+    code = (PRELUDE if tests.extract == "fenced" else "") + code
     if tests.fn_name is None:
-        return Job(PRELUDE + code, case.input.encode("utf-8", "replace"), group)
+        return Job(code, case.input.encode("utf-8", "replace"), group)
     args = json.dumps(call_arguments(case.input))
     name = tests.fn_name
     harness = (
@@ -182,7 +186,7 @@ def build_job(code: str, tests: CodeTests, k: int, group: int) -> Job:
         "_ticgrpo_out = _ticgrpo_json.dumps(_ticgrpo_fn(*_ticgrpo_args))\n"
         "_ticgrpo_sys.stdout.write('\\n' + _ticgrpo_out + '\\n')\n"
     )
-    return Job(PRELUDE + code + harness, b"", group)
+    return Job(code + harness, b"", group)
 
 
 def _numbers(tokens: list[str]) -> list[Decimal] | None:
