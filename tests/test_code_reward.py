@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from llm.config.train_config import ConfigError
 from llm.rewards.registry import available_rewards, get_reward
-from llm.sandbox import SandboxUnavailable
 from llm.sandbox.judge import CodeTest, CodeTests, encode_tests
 
 ADD = encode_tests(CodeTests((CodeTest("1 2\n", "3"), CodeTest("10 5\n", "15"))))
@@ -69,7 +69,7 @@ def test_partial_credit(options):
 
 
 def test_refuses_unsandboxed_without_opt_in():
-    with pytest.raises(SandboxUnavailable, match="allow_unsandboxed=True"):
+    with pytest.raises(ConfigError, match="reward 'code': refusing .* allow_unsandboxed=True"):
         get_reward("code", sandbox="unsandboxed")
     with pytest.raises(ValueError, match="sandbox must be one of"):
         get_reward("code", sandbox="docker")
@@ -81,7 +81,7 @@ def test_refuses_unsandboxed_without_opt_in():
 
 @pytest.mark.skipif(HAVE_BWRAP, reason="checks the message on a machine without bubblewrap")
 def test_missing_bwrap_fails_when_built():
-    with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
+    with pytest.raises(ConfigError, match="apt-get install bubblewrap"):
         get_reward("code")
 
 
@@ -91,3 +91,25 @@ def test_non_code_answers_are_an_error(options):
         reward([fence("print(3)")] * 2, [ADD, "forty-two"])
     with pytest.raises(ValueError, match="item 0: code tests: expected an object"):
         reward([fence("print(3)")], [json.dumps([1])])
+
+
+def test_trainer_stops_cleanly_without_the_sandbox(tmp_path, monkeypatch, capsys):
+    """No bubblewrap (here: a PATH without it): `ticgrpo train` prints why and exits 2 before
+    loading the model."""
+    import llm.rewards.code as code
+    import llm.sandbox.backend as backend
+    from llm.data.code_tasks import write_tiny_code_task
+    from llm.train import main
+
+    monkeypatch.setattr(code, "_POOLS", {})
+    monkeypatch.setattr(backend, "_CHECKED", {})
+    monkeypatch.setattr(
+        backend.shutil, "which", lambda name: None if name == "bwrap" else "/usr/bin/" + name
+    )
+    data = write_tiny_code_task(tmp_path / "code.jsonl", 16, seed=0)
+    argv = ["--preset", "tiny", "--set", f"train_data={data}", "--set", "reward=code"]
+    argv += ["--set", "eval_data=", "--set", "instruction=none", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "reward 'code'" in err and "apt-get install bubblewrap" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -13,8 +13,8 @@ machine's cores (`llm/sandbox/`, docs/SANDBOX.md).
   oversized one), sandbox_error.
 - `timeout_s` is the wall-clock limit of one test run (LiveCodeBench: 6 s), CPU time is capped
   at its ceiling; `memory_mb` is the address space per process.
-- untrusted code runs only in bubblewrap: a machine without it fails when the reward is built,
-  naming the package. `sandbox="unsandboxed"` runs it without isolation and is refused unless
+- untrusted code runs only in bubblewrap: a machine without it fails when the reward is built
+  (a `ConfigError` naming the package, so `ticgrpo train` stops before loading the model). `sandbox="unsandboxed"` runs it without isolation and is refused unless
   `allow_unsandboxed=True` is given too (trusted code only).
 """
 
@@ -23,8 +23,9 @@ from __future__ import annotations
 import threading
 from functools import lru_cache
 
+from llm.config.train_config import ConfigError
 from llm.rewards.registry import RewardStats, register_reward
-from llm.sandbox import BACKENDS, Limits, SandboxPool
+from llm.sandbox import BACKENDS, Limits, SandboxPool, SandboxUnavailable
 from llm.sandbox.judge import CodeTests, judge, parse_tests, program_of
 
 _POOLS: dict[tuple, SandboxPool] = {}
@@ -58,7 +59,10 @@ def _check_code_options(options: dict) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"reward 'code': {key} must be an integer, got {value!r}")
     Limits(time_s=options.get("timeout_s", 6.0), memory_mb=options.get("memory_mb", 1024))
-    _pool(options.get("num_workers"), sandbox, options.get("allow_unsandboxed", False))
+    try:
+        _pool(options.get("num_workers"), sandbox, options.get("allow_unsandboxed", False))
+    except SandboxUnavailable as exc:  # a config problem: `ticgrpo train/eval` print it, exit 2
+        raise ConfigError([f"reward 'code': {exc}"]) from None
 
 
 @register_reward("code", check=_check_code_options)
