@@ -37,7 +37,7 @@ class Listener:
         self.tcp = socket.create_server(("127.0.0.1", 0))
         self.port = self.tcp.getsockname()[1]
         self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.unix_name = f"\0ticgrpo-listener-{os.getpid()}"
+        self.unix_name = f"\0ticgrpo-listener-{os.getpid()}-{id(self)}"
         self.unix.bind(self.unix_name)
         self.unix.listen()
         self.received: list[bytes] = []

@@ -167,9 +167,10 @@ def get_backend(name: str = "bwrap", *, bwrap: str | None = None) -> Backend:
 
 def _probe(backend: Backend) -> None:
     """Run `print(6 * 7)` in the backend; raise SandboxUnavailable with its stderr if it fails."""
-    from llm.sandbox.runner import run_program
+    from llm.sandbox.runner import SLOTS_LOCK, run_program
 
-    result = run_program("print(6 * 7)", b"", Limits(time_s=20.0), backend, slot=63)
+    with SLOTS_LOCK:
+        result = run_program("print(6 * 7)", b"", Limits(time_s=20.0), backend, slot=63)
     if result.status == "ok" and result.stdout.strip() == b"42":
         return
     detail = (result.stderr or result.stdout).decode("utf-8", "replace").strip()[-800:]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from llm.sandbox.backend import SandboxUnavailable, get_backend
 from llm.sandbox.limits import Limits
-from llm.sandbox.runner import RunResult, run_program
+from llm.sandbox.runner import SLOTS_LOCK, RunResult, run_program
 
 #: The result given to a job whose group was stopped before it started.
 SKIPPED = RunResult("skipped", None, None, b"", b"", 0.0)
@@ -70,8 +70,6 @@ class SandboxPool:
             raise ValueError(f"workers must be an integer in [1, 63], got {workers!r}")
         self.workers = workers
         self.backend = get_backend(backend, bwrap=bwrap)
-        # Slots own uids: two batches at once would share (and reap) each other's slots.
-        self._lock = threading.Lock()
 
     def run(
         self,
@@ -81,8 +79,10 @@ class SandboxPool:
         keep_going: Callable[[int, RunResult], bool] | None = None,
     ) -> list[RunResult]:
         """Results in job order (see the module docstring for `keep_going` and groups).
-        Calls from several threads are served one batch at a time."""
-        with self._lock:
+
+        One batch at a time per process, whichever pool runs it: slot k's uid is the same in
+        every pool of a process, and two batches at once would reap each other's runs."""
+        with SLOTS_LOCK:
             return self._run(jobs, limits, keep_going)
 
     def _run(self, jobs, limits, keep_going) -> list[RunResult]:

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from llm.sandbox.limits import Limits
 RUN_STATUSES = ("ok", "error", "timeout", "memory", "output_limit", "sandbox_error")
 #: Bytes of stderr kept (the end of it: where a traceback's last line is).
 STDERR_TAIL = 4096
+#: Held while slots (and so their uids) are in use: by a pool's batch, by a backend's self-test.
+SLOTS_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
