@@ -200,7 +200,6 @@ def evaluate_code(
     temperature: float = 1.0,
     top_p: float = 1.0,
     limit: int | None = None,
-    tests: str = "all",
     reward_options: dict | None = None,
     seed: int | None = 0,
     batch_size: int | None = None,
@@ -218,10 +217,10 @@ def evaluate_code(
     sandbox_error). ``problems`` holds each problem's greedy and sampled results.
     ``generate_fn`` / ``greedy_fn`` replace the sampling / greedy generators (tests).
     """
-    from llm.data.code import load_code_problems
+    from llm.data.loaders import load_examples
     from llm.rewards.registry import get_reward
 
-    examples = load_code_problems(path, limit=limit, tests=tests).examples
+    examples = load_examples(path, schema="code", limit=limit).examples
     kw = dict(max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
               chat_template=chat_template)  # fmt: skip
     greedy_reward = get_reward("code", **(reward_options or {}))

@@ -11,8 +11,9 @@ import zlib
 
 import pytest
 
-from llm.data.code import SYSTEM_PROMPT, load_code_problems
+from llm.data.code import SYSTEM_PROMPT, convert_code_row
 from llm.data.code_tasks import write_tiny_code_task
+from llm.data.loaders import load_examples
 from llm.data.readers import DataError
 from llm.sandbox.judge import CodeTest, parse_tests
 
@@ -42,6 +43,10 @@ CALL_ROW = {
 }
 
 
+def load_code_problems(path, **kw):
+    return load_examples(path, schema="code", **kw)
+
+
 def write_jsonl(path, rows) -> str:
     with open(path, "w") as f:
         for row in rows:
@@ -62,8 +67,10 @@ def test_lcb_rows_to_prompts_and_tests(tmp_path):
     assert "Read the inputs from stdin" in user["content"]
     assert "```python\nclass Solution:" in ex[1].messages[1]["content"]
     assert (ex[0].source, ex[0].row, ex[1].row) == (path, 0, 1)
-    public = load_code_problems(path, tests="public").examples
-    assert len(parse_tests(public[0].answer).tests) == 1
+    _, public = convert_code_row(STDIN_ROW, "public")
+    assert parse_tests(public).tests == (CodeTest("1 2\n", "3\n"),)
+    with pytest.raises(ValueError, match="test_set must be one of"):
+        convert_code_row(STDIN_ROW, "private")
 
 
 def test_parquet(tmp_path):
@@ -144,15 +151,14 @@ def test_zlib_bomb_is_a_row_error(tmp_path, monkeypatch):
 
 
 def test_file_level_errors(tmp_path):
-    with pytest.raises(DataError, match="cannot detect a code schema"):
-        load_code_problems(write_jsonl(tmp_path / "m.jsonl", [{"problem": "1+1", "answer": "2"}]))
+    maths = write_jsonl(tmp_path / "m.jsonl", [{"problem": "1+1", "answer": "2"}])
+    with pytest.raises(DataError, match="row 0 .*field 'tests': no test cases"):
+        load_code_problems(maths)  # a maths file read as code
     with pytest.raises(DataError, match="no usable examples"):
         load_code_problems(
             write_jsonl(tmp_path / "e.jsonl", [{**STDIN_ROW, "question_content": ""}]),
             on_error="skip",
         )
-    with pytest.raises(DataError, match="tests must be one of"):
-        load_code_problems(tmp_path / "e.jsonl", tests="private")
 
 
 def test_tiny_code_task(tmp_path):
@@ -169,15 +175,11 @@ def test_tiny_code_task(tmp_path):
 
 
 def test_load_examples_reads_code_rows(tmp_path):
-    """The trainer's and `ticgrpo eval`'s loader detects code rows and gives the same examples."""
-    from llm.data.loaders import load_examples
-
+    """schema "auto" detects code rows (LiveCodeBench's, or problem + tests)."""
     lcb = write_jsonl(tmp_path / "lcb.jsonl", [STDIN_ROW, CALL_ROW])
     tiny = write_tiny_code_task(tmp_path / "t.jsonl", 5, seed=0)
     for path in (lcb, tiny):
-        auto = load_examples(path).examples
-        assert auto == load_examples(path, schema="code").examples
-        assert auto == load_code_problems(path).examples
+        assert load_examples(path).examples == load_code_problems(path).examples
     with pytest.raises(DataError, match="row 1 .*no test cases"):
         load_examples(
             write_jsonl(tmp_path / "b.jsonl", [STDIN_ROW, {**STDIN_ROW, "public_test_cases": "[]",

@@ -98,11 +98,12 @@ def test_trainer_stops_cleanly_without_the_sandbox(tmp_path, monkeypatch, capsys
     loading the model."""
     import llm.rewards.code as code
     import llm.sandbox.backend as backend
+    import llm.sandbox.runner as runner
     from llm.data.code_tasks import write_tiny_code_task
     from llm.train import main
 
     monkeypatch.setattr(code, "_POOLS", {})
-    monkeypatch.setattr(backend, "_CHECKED", {})
+    monkeypatch.setattr(runner, "_CHECKED", {})
     monkeypatch.setattr(
         backend.shutil, "which", lambda name: None if name == "bwrap" else "/usr/bin/" + name
     )

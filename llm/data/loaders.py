@@ -34,6 +34,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm.data.code import CodeRowError, convert_code_row
 from llm.data.readers import DataError, read_records
 
 #: Appended to plain problems: the "math" reward reads the last \boxed{} of the completion.
@@ -159,9 +160,10 @@ def _convert(record: object, schema: str | None, field_map: dict, instruction: s
     if not isinstance(record, dict):
         raise _RowError("<row>", f"expected an object, got {type(record).__name__}")
     if schema == "code":
-        from llm.data.code import convert_code_row  # imports this module
-
-        return convert_code_row(record)
+        try:
+            return convert_code_row(record)
+        except CodeRowError as exc:
+            raise _RowError(exc.field_name, exc.message) from None
     if schema == "dapo":
         messages = chat_messages(get_path(record, "prompt"), "prompt")
         path = "reward_model.ground_truth"

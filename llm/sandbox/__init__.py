@@ -8,10 +8,10 @@ no inherited descriptors, killed from outside at its wall-clock limit, and retur
 `RunResult` per job. What is guaranteed, and which test checks each guarantee: docs/SANDBOX.md.
 """
 
-from llm.sandbox.backend import BACKENDS, SandboxUnavailable, get_backend
+from llm.sandbox.backend import BACKENDS, SandboxUnavailable
 from llm.sandbox.limits import Limits
 from llm.sandbox.pool import SKIPPED, Job, SandboxPool, default_workers
-from llm.sandbox.runner import RUN_STATUSES, RunResult, run_program
+from llm.sandbox.runner import RUN_STATUSES, RunResult, get_backend, run_program
 
 __all__ = [
     "BACKENDS",

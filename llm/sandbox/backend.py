@@ -134,18 +134,12 @@ def _require_tool(name: str, package: str) -> str:
     return path
 
 
-_CHECKED: dict[tuple[str, str | None], Backend] = {}
-
-
-def get_backend(name: str = "bwrap", *, bwrap: str | None = None) -> Backend:
-    """The backend `name` ("bwrap" or "unsandboxed"), checked once per process by running a
-    one-line program in it. Raises `SandboxUnavailable` naming the missing tool or the kernel's
-    refusal and how to fix it. `bwrap` overrides the executable (default: `bwrap` on PATH)."""
+def find_backend(name: str = "bwrap", *, bwrap: str | None = None) -> Backend:
+    """The backend `name` ("bwrap" or "unsandboxed") with its tools found, not yet run
+    (`llm.sandbox.runner.get_backend` also runs its self-test). Raises `SandboxUnavailable`
+    naming a missing tool and how to install it. `bwrap` overrides the executable."""
     if name not in BACKENDS:
         raise ValueError(f"unknown sandbox backend {name!r}; choose one of {BACKENDS}")
-    key = (name, bwrap)
-    if key in _CHECKED:
-        return _CHECKED[key]
     _require_tool("prlimit", "util-linux")
     if os.geteuid() == 0:
         _require_tool("setpriv", "util-linux")
@@ -159,35 +153,7 @@ def get_backend(name: str = "bwrap", *, bwrap: str | None = None) -> Backend:
                 "isolation (sandbox='unsandboxed')"
             )
     # The real binary: a venv's bin/python is a symlink to a path the sandbox does not mount.
-    backend = Backend(name, os.path.realpath(sys.executable), path)
-    _probe(backend)
-    _CHECKED[key] = backend
-    return backend
-
-
-def _probe(backend: Backend) -> None:
-    """Run `print(6 * 7)` in the backend; raise SandboxUnavailable with its stderr if it fails."""
-    from llm.sandbox.runner import SLOTS_LOCK, run_program
-
-    with SLOTS_LOCK:
-        result = run_program("print(6 * 7)", b"", Limits(time_s=20.0), backend, slot=63)
-    if result.status == "ok" and result.stdout.strip() == b"42":
-        return
-    detail = (result.stderr or result.stdout).decode("utf-8", "replace").strip()[-800:]
-    hint = ""
-    refused = ("namespace", "Operation not permitted", "uid map", "No permissions")
-    if backend.name == "bwrap" and any(word in detail for word in refused):
-        hint = (
-            " bubblewrap could not create its namespaces: in a container, run it with "
-            "--privileged or a seccomp profile that allows unshare/clone(CLONE_NEW*); on a "
-            "host, enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 "
-            "on Debian, kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04) or run "
-            "as root. For trusted code only, sandbox='unsandboxed' runs without isolation."
-        )
-    raise SandboxUnavailable(
-        f"sandbox backend {backend.name!r} failed its self-test (status {result.status}, "
-        f"exit {result.exit_code}): {detail or '(no output)'}.{hint}"
-    )
+    return Backend(name, os.path.realpath(sys.executable), path)
 
 
 def new_run_dir() -> Path:

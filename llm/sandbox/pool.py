@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from llm.sandbox.backend import SandboxUnavailable, get_backend
+from llm.sandbox.backend import SandboxUnavailable
 from llm.sandbox.limits import Limits
-from llm.sandbox.runner import SLOTS_LOCK, RunResult, run_program
+from llm.sandbox.runner import SLOTS_LOCK, RunResult, get_backend, run_program
 
 #: The result given to a job whose group was stopped before it started.
 SKIPPED = RunResult("skipped", None, None, b"", b"", 0.0)

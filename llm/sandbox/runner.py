@@ -22,7 +22,14 @@ import threading
 import time
 from dataclasses import dataclass
 
-from llm.sandbox.backend import CLEAN_ENV, Backend, new_run_dir, slot_uid
+from llm.sandbox.backend import (
+    CLEAN_ENV,
+    Backend,
+    SandboxUnavailable,
+    find_backend,
+    new_run_dir,
+    slot_uid,
+)
 from llm.sandbox.limits import Limits
 
 #: Outcomes of one run.
@@ -220,3 +227,40 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+_CHECKED: dict[tuple[str, str | None], Backend] = {}
+
+
+def get_backend(name: str = "bwrap", *, bwrap: str | None = None) -> Backend:
+    """`find_backend(name)`, checked once per process by running a one-line program in it.
+    Raises `SandboxUnavailable` naming the missing tool or the kernel's refusal and the fix."""
+    key = (name, bwrap)
+    if key not in _CHECKED:
+        backend = find_backend(name, bwrap=bwrap)
+        _probe(backend)
+        _CHECKED[key] = backend
+    return _CHECKED[key]
+
+
+def _probe(backend: Backend) -> None:
+    """Run `print(6 * 7)` in the backend; raise SandboxUnavailable with its stderr if it fails."""
+    with SLOTS_LOCK:
+        result = run_program("print(6 * 7)", b"", Limits(time_s=20.0), backend, slot=63)
+    if result.status == "ok" and result.stdout.strip() == b"42":
+        return
+    detail = (result.stderr or result.stdout).decode("utf-8", "replace").strip()[-800:]
+    hint = ""
+    refused = ("namespace", "Operation not permitted", "uid map", "No permissions")
+    if backend.name == "bwrap" and any(word in detail for word in refused):
+        hint = (
+            " bubblewrap could not create its namespaces: in a container, run it with "
+            "--privileged or a seccomp profile that allows unshare/clone(CLONE_NEW*); on a "
+            "host, enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 "
+            "on Debian, kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04) or run "
+            "as root. For trusted code only, sandbox='unsandboxed' runs without isolation."
+        )
+    raise SandboxUnavailable(
+        f"sandbox backend {backend.name!r} failed its self-test (status {result.status}, "
+        f"exit {result.exit_code}): {detail or '(no output)'}.{hint}"
+    )
