@@ -1,6 +1,7 @@
 """Every rule a ``TrainConfig`` must satisfy, as one list of messages that say what to change.
 
-Run by ``llm.config.train_config.validate`` on the resolved config, before any model or data is loaded.
+Run by ``llm.config.train_config.validate`` on the resolved config, before any model or data is
+loaded.
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from llm.data.tasks import TASKS  # importing it also registers the tiny_task reward
+from llm.rewards.registry import available_rewards
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 OPTIMIZERS = ("sgd", "adamw")
@@ -149,11 +153,9 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
     _choice(problems, "generation", cfg.generation, GENERATIONS, suggest)
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         problems.append(f"device={cfg.device!r} must be auto, cpu, cuda or cuda:N")
-    from llm.data.tasks import TASKS
-
     _choice(problems, "tiny_task", cfg.tiny_task, TASKS, suggest)
     _positive(problems, cfg, ("prompts_per_step", "group_size", "max_new_tokens", "lr"))
-    _positive(problems, cfg, ("epochs_per_rollout", "total_steps", "eval_k", "keep_checkpoints"))
+    _positive(problems, cfg, ("epochs_per_rollout", "eval_k", "keep_checkpoints"))
     _positive(problems, cfg, ("logprob_chunk_size", "tiny_task_size", "reward_timeout_s"))
     _positive(
         problems,
@@ -162,7 +164,7 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
             "minibatch_size", "microbatch_size", "generation_batch_size", "max_prompt_tokens",
             "warmup_steps", "max_grad_norm", "weight_decay", "samples_every", "num_samples_shown",
             "eval_every", "eval_max_new_tokens", "eval_limit", "save_every", "num_threads",
-            "dynamic_sampling_max_rounds", "microbatch_tokens",
+            "dynamic_sampling_max_rounds", "microbatch_tokens", "total_steps",
         ),
         allow_zero=True,
     )  # fmt: skip
@@ -179,8 +181,6 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
         problems.append("weight_decay applies to adamw only: set weight_decay=0 or optimizer=adamw")
     if any(s < 1 for s in cfg.debug_inject_nan_logp_at_steps):
         problems.append("debug_inject_nan_logp_at_steps holds step numbers, which start at 1")
-    from llm.rewards.registry import available_rewards
-
     if cfg.reward not in available_rewards():
         problems.append(
             f"reward={cfg.reward!r} is not registered{suggest(cfg.reward, available_rewards())}; "
