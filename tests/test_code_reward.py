@@ -79,8 +79,13 @@ def test_refuses_unsandboxed_without_opt_in():
         get_reward("code", timeout_s=0)
 
 
-@pytest.mark.skipif(HAVE_BWRAP, reason="checks the message on a machine without bubblewrap")
-def test_missing_bwrap_fails_when_built():
+def test_missing_bwrap_fails_when_built(monkeypatch):
+    import llm.rewards.code as code
+    import llm.sandbox.runner as runner
+
+    monkeypatch.setattr(code, "_POOLS", {})
+    monkeypatch.setattr(runner, "_CHECKED", {})
+    monkeypatch.setattr(shutil, "which", lambda n: None if n == "bwrap" else "/usr/bin/" + n)
     with pytest.raises(ConfigError, match="apt-get install bubblewrap"):
         get_reward("code")
 
