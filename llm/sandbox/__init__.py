@@ -5,7 +5,9 @@ bubblewrap (new PID/network/IPC/UTS/mount namespaces; only /usr and the interpre
 read-only; a size-capped tmpfs as the only writable place), under rlimits on CPU, address space,
 file size, open files and processes, in its own process group, with a scrubbed environment and
 no inherited descriptors, killed from outside at its wall-clock limit, and returns one
-`RunResult` per job. What is guaranteed, and which test checks each guarantee: docs/SANDBOX.md.
+`RunResult` per job. `llm.sandbox.judge` turns completions and LiveCodeBench-shaped tests into
+jobs and verdicts (the "code" reward, `llm/rewards/code.py`, is built on it). What is
+guaranteed, and which test checks each guarantee: docs/SANDBOX.md.
 """
 
 from llm.sandbox.backend import BACKENDS, SandboxUnavailable
