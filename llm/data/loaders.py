@@ -12,8 +12,12 @@ Schemas (`load_examples(schema=...)`):
 - "fields" — `field_map={"problem": PATH, "answer": PATH}` (or `"prompt": PATH` for a chat
   list), where PATH is a key or a dotted path into nested fields (`"reward_model.ground_truth"`,
   `"prompt.0.content"`).
+- "code" — code problems for the "code" reward: LiveCodeBench rows or `{problem, tests}` rows
+  (`llm.data.code`); the answer is the problem's JSON test spec and the prompt is built from
+  the row (LiveCodeBench's prompt), so `instruction` does not apply.
 - "auto" — "fields" when `field_map` is given, else "dapo" when the first row has `prompt` and
-  `reward_model`, else "plain" when it has a problem and an answer.
+  `reward_model`, else "code" when it has `question_content`, or `tests` and a problem, else
+  "plain" when it has a problem and an answer.
 
 Bad data is found before training: with `on_error="raise"` the first bad row raises `DataError`
 naming the file, the row (0-based; the jsonl line number too) and the field; with
@@ -30,11 +34,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm.data.code import CodeRowError, convert_code_row
 from llm.data.readers import DataError, read_records
 
 #: Appended to plain problems: the "math" reward reads the last \boxed{} of the completion.
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-SCHEMAS = ("auto", "dapo", "plain", "fields")
+SCHEMAS = ("auto", "dapo", "plain", "fields", "code")
 ROLES = ("system", "user", "assistant")
 _PROBLEM_KEYS = ("problem", "Problem", "question", "Question")
 _ANSWER_KEYS = ("answer", "Answer")
@@ -154,6 +159,11 @@ def _convert(record: object, schema: str | None, field_map: dict, instruction: s
     """(messages, answer) of one record under `schema`; raises _RowError."""
     if not isinstance(record, dict):
         raise _RowError("<row>", f"expected an object, got {type(record).__name__}")
+    if schema == "code":
+        try:
+            return convert_code_row(record)
+        except CodeRowError as exc:
+            raise _RowError(exc.field_name, exc.message) from None
     if schema == "dapo":
         messages = chat_messages(get_path(record, "prompt"), "prompt")
         path = "reward_model.ground_truth"
@@ -178,6 +188,10 @@ def detect_schema(record: object, field_map: dict | None) -> str:
     if isinstance(record, dict):
         if "prompt" in record and "reward_model" in record:
             return "dapo"
+        if "question_content" in record or (
+            "tests" in record and any(k in record for k in _PROBLEM_KEYS)
+        ):
+            return "code"
         if any(k in record for k in _PROBLEM_KEYS) and any(k in record for k in _ANSWER_KEYS):
             return "plain"
         found = sorted(record)[:12]

@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 #: Modules that register rewards on import; loaded on demand by `get_reward`.
-_PLUGIN_MODULES = ("llm.data.tasks",)
+_PLUGIN_MODULES = ("llm.data.tasks", "llm.rewards.code")
 _REGISTRY: dict[str, RewardFn] = {}
 _CHECKS: dict[str, Callable[[dict], None]] = {}
 
