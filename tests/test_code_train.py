@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -11,12 +12,15 @@ from llm.data.code_tasks import write_tiny_code_task
 from llm.train import train
 from tests.test_llm_train import read_metrics, shared_tiny_model, tiny_cfg
 
+# CI installs bubblewrap (.ci/run): there a missing bwrap fails instead of skipping.
+NEEDS_BWRAP = pytest.mark.skipif(
+    shutil.which("bwrap") is None and not os.environ.get("CI"),
+    reason="needs bubblewrap (apt-get install bubblewrap)",
+)
 STATUSES = ("passed", "wrong_answer", "runtime_error", "timeout", "memory", "no_code")
 
 
-@pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)"
-)
+@NEEDS_BWRAP
 def test_train_with_code_reward(tmp_path):
     data = write_tiny_code_task(tmp_path / "code.jsonl", 64, seed=0)
     cfg = tiny_cfg(
@@ -40,9 +44,7 @@ def test_train_with_code_reward(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)"
-)
+@NEEDS_BWRAP
 def test_tiny_model_learns_the_code_task(tmp_path):
     """The tiny model learns to complete print(...) with the answer ("repeat 7" -> 7): one new
     token, whose chance value is ~1/55 (the tiny vocabulary). After 250 GRPO steps of 8 prompts ×

@@ -70,7 +70,7 @@ class TrainConfig:
     # -- reward --
     reward: str = "math"
     """Registered reward name (llm.rewards.registry.available_rewards()): math | answer_tag |
-    tiny_task."""
+    tiny_task | code (sandboxed program tests, docs/SANDBOX.md)."""
     reward_timeout_s: float = 5.0
     """Per-completion time limit of the reward check, in seconds."""
     # -- rollout --
