@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,15 +28,30 @@ import numpy as np
 import torch
 
 from llm.config import build as C
+from llm.config.resume import apply_lr, saved_config_dict
+from llm.data.readers import DataError
 from llm.parallel import comm as D
 from llm.parallel.checkpoint import load_full_checkpoint, model_layout, save_full_checkpoint
 from llm.rollout.experience import collect
-from llm.runstate.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from llm.runstate.checkpoint import load_checkpoint, save_checkpoint
+from llm.runstate.errors import CheckpointError
 from llm.runstate.logging import RunLogger
-from llm.runstate.setup import DataStream, load_data, load_model, make_optimizer, prepare_run
+from llm.runstate.run_folder import RunFolderError, RunLock
+from llm.runstate.setup import (
+    DataStream,
+    load_data,
+    load_model,
+    make_optimizer,
+    prepare_run,
+    save_run_config,
+)
+from llm.runstate.stopping import Stopped, StopSignals
 from llm.update.batching import sequence_logprobs
 from llm.update.inner_steps import inner_steps, reuses_onpolicy_logp
 from ticgrpo import group_advantages
+
+#: Problems with what the user asked for: one line on stderr and exit code 2, no traceback.
+USER_ERRORS = (C.ConfigError, RunFolderError, CheckpointError, DataError)
 
 
 def _advantages(exp, cfg) -> torch.Tensor:
@@ -73,32 +90,64 @@ def _sample_rows(exp, k: int) -> list[dict]:
     return rows
 
 
-def train(cfg: C.TrainConfig, run_dir: str | Path, *, resume: bool = False) -> dict:
+def train(
+    cfg: C.TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    start_over: bool = False,
+) -> dict:
     """Run (or resume) training into ``run_dir``; return the last step's logged metrics.
 
+    A fresh run needs an empty ``run_dir`` (``overwrite`` replaces an earlier run in it); a
+    resume needs a usable checkpoint (``start_over`` begins again at step 1 when there is
+    none) and may change only ``llm.config.resume.RESUMABLE`` keys. One process writes a run
+    folder (``llm.runstate.run_folder.RunLock``). SIGINT/SIGTERM stop after the current step
+    with a checkpoint and raise ``llm.runstate.stopping.Stopped``.
     Under torchrun with ``distributed=true`` every rank runs this (``llm.parallel.comm``).
     """
     comm = D.start(cfg)
+    held: list = []  # the run folder's lock, taken on rank 0
     try:
-        return _train(cfg, Path(run_dir), resume, comm)
+        paths = D.on_main(comm, lambda: _open_run(cfg, Path(run_dir), resume, overwrite,
+                                                  start_over, held))  # fmt: skip
+        with StopSignals(announce=comm is None or comm.is_main) as stops:
+            return _train(cfg, paths, comm, stops)
     finally:
+        for lock in held:
+            lock.release()
         D.finish(comm)
 
 
-def _setup_model(cfg, paths, run_dir: Path, resume: bool, comm):
-    """(model, ref_model, optimizer, scheduler, trainer state, parameter layout or None)."""
+def _open_run(cfg, run_dir: Path, resume: bool, overwrite: bool, start_over: bool, held: list):
+    """Rank 0: lock the run folder, then check it and set it up (``prepare_run``)."""
+    if resume and not run_dir.is_dir():
+        raise RunFolderError(f"--resume: {run_dir} does not exist (nothing to continue)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held.append(RunLock(run_dir))
+    return prepare_run(cfg, run_dir, resume=resume, overwrite=overwrite, start_over=start_over)
+
+
+def _setup_model(cfg, paths, comm):
+    """(model, ref_model, optimizer, scheduler, trainer state, parameter layout or None).
+
+    Resuming (``paths.checkpoint``, verified by ``prepare_run``) restores everything, then
+    gives the restored optimiser the config's ``lr`` (a resumable key)."""
     state = {"step": 0, "data_pos": 0, "skipped_steps": 0}
+    ckpt = paths.checkpoint
     if comm is None:
         model, ref_model, _device = load_model(cfg, paths)
         optimizer, scheduler = make_optimizer(cfg, model)
-        if resume and latest_checkpoint(run_dir) is not None:
-            state = load_checkpoint(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
+        if ckpt is not None:
+            state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
+                                    hashes=False)  # fmt: skip
+            apply_lr(optimizer, scheduler, cfg.lr)
         return model, ref_model, optimizer, scheduler, state, None
     model, ref_model, _device = load_model(cfg, paths, device=comm.info.device)
     layout = model_layout(model)
-    ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:  # full weights into every rank's copy, then shard them
-        state = load_checkpoint(ckpt, model=model, optimizer=None)
+        state = load_checkpoint(ckpt, model=model, optimizer=None, hashes=False)
     D.shard(comm, model)
     if ref_model is not None:
         D.shard(comm, ref_model)
@@ -106,11 +155,48 @@ def _setup_model(cfg, paths, run_dir: Path, resume: bool, comm):
     if ckpt is not None:
         load_full_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
                                layout=layout)  # fmt: skip
+        apply_lr(optimizer, scheduler, cfg.lr)
     return model, ref_model, optimizer, scheduler, state, layout
 
 
-def _train(cfg: C.TrainConfig, run_dir: Path, resume: bool, comm) -> dict:
-    paths = D.on_main(comm, lambda: prepare_run(cfg, run_dir, resume=resume))
+def _save(cfg, run_dir: Path, step: int, model, optimizer, scheduler, state, layout, comm) -> None:
+    if comm is None:
+        save_checkpoint(run_dir, step, model=model, optimizer=optimizer, scheduler=scheduler,
+                        trainer_state=dict(state), keep=cfg.keep_checkpoints)  # fmt: skip
+    else:
+        save_full_checkpoint(comm, run_dir, step, model=model, optimizer=optimizer,
+                             scheduler=scheduler, trainer_state=dict(state),
+                             keep=cfg.keep_checkpoints, layout=layout)  # fmt: skip
+
+
+def _stop_signal(stops: StopSignals, comm) -> int | None:
+    """The signal every rank stops on (any rank's counts), or None to go on."""
+    signum = stops.requested or 0
+    if comm is not None:
+        signum = int(comm.sum([float(signum)])[0] > 0) and (signum or int(signal.SIGTERM))
+    return signum or None
+
+
+def _check_skips(cfg, state: dict, upd, step: int) -> None:
+    """Count consecutive skipped optimiser steps across rollouts; stop the run when they
+    reach ``cfg.max_consecutive_skips`` (a run that trains nothing must not exit 0)."""
+    run = upd.trailing_skips if upd.skipped < upd.steps else state.get("consecutive_skips", 0)
+    run += 0 if upd.skipped < upd.steps else upd.skipped
+    state["consecutive_skips"] = run
+    if cfg.max_consecutive_skips and run >= cfg.max_consecutive_skips:
+        raise TrainingAborted(
+            f"stopped at step {step}: the last {run} optimiser steps were all skipped (non-finite "
+            "loss, gradient or parameters); fix the cause (lr, clip widths, data) and --resume "
+            "from the last checkpoint, e.g. with a lower --set lr=..."
+        )
+
+
+class TrainingAborted(RuntimeError):
+    """The run cannot make progress (e.g. every optimiser step is skipped)."""
+
+
+def _train(cfg: C.TrainConfig, paths, comm, stops: StopSignals) -> dict:
+    run_dir, resume = paths.run_dir, paths.checkpoint is not None
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     random.seed(cfg.seed)
@@ -120,14 +206,14 @@ def _train(cfg: C.TrainConfig, run_dir: Path, resume: bool, comm) -> dict:
     from llm.rewards.registry import get_reward
 
     reward = get_reward(cfg.reward, timeout_s=cfg.reward_timeout_s)
-    model, ref_model, optimizer, scheduler, state, layout = _setup_model(
-        cfg, paths, run_dir, resume, comm
-    )
+    model, ref_model, optimizer, scheduler, state, layout = _setup_model(cfg, paths, comm)
+    main = comm is None or comm.is_main
+    if resume and main:  # the resume is valid: config.yaml now describes the continued run
+        save_run_config(cfg, run_dir)
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
     stream = DataStream(data.train, tokenizer, cfg, position=state["data_pos"])
-    main = comm is None or comm.is_main
     if main:
         logger = RunLogger(run_dir, tensorboard=cfg.tensorboard,
                            resume_step=state["step"] if resume else None)  # fmt: skip
@@ -135,11 +221,13 @@ def _train(cfg: C.TrainConfig, run_dir: Path, resume: bool, comm) -> dict:
         logger = D.NullLogger()
     last: dict = {}
     bar = _progress(cfg, state["step"]) if main else None
+    save = functools.partial(_save, cfg, run_dir, model=model, optimizer=optimizer,
+                             scheduler=scheduler, state=state, layout=layout, comm=comm)  # fmt: skip
     try:
         for step in range(state["step"] + 1, cfg.total_steps + 1):
-            last, samples = _train_step(step, cfg, model, ref_model, tokenizer, optimizer,
-                                        scheduler, stream, reward, pad_id, state,
-                                        comm)  # fmt: skip
+            last, samples, upd = _train_step(step, cfg, model, ref_model, tokenizer, optimizer,
+                                             scheduler, stream, reward, pad_id, state,
+                                             comm)  # fmt: skip
             if data.eval and (
                 step == cfg.total_steps or (cfg.eval_every and step % cfg.eval_every == 0)
             ):
@@ -150,15 +238,14 @@ def _train(cfg: C.TrainConfig, run_dir: Path, resume: bool, comm) -> dict:
             last = logger.log(step, last)
             if cfg.samples_every and step % cfg.samples_every == 0:
                 logger.samples(step, samples)
-            if step == cfg.total_steps or (cfg.save_every and step % cfg.save_every == 0):
-                if comm is None:
-                    save_checkpoint(run_dir, step, model=model, optimizer=optimizer,
-                                    scheduler=scheduler, trainer_state=dict(state),
-                                    keep=cfg.keep_checkpoints)  # fmt: skip
-                else:
-                    save_full_checkpoint(comm, run_dir, step, model=model, optimizer=optimizer,
-                                           scheduler=scheduler, trainer_state=dict(state),
-                                           keep=cfg.keep_checkpoints, layout=layout)  # fmt: skip
+            _check_skips(cfg, state, upd, step)
+            signum = _stop_signal(stops, comm)
+            if signum or step == cfg.total_steps or (cfg.save_every and step % cfg.save_every == 0):
+                save(step)
+            if signum:
+                name = signal.Signals(signum).name
+                raise Stopped(f"stopped by {name} after step {step} (checkpoint saved); continue "
+                              f"with: ticgrpo train --out {run_dir} --resume", signum)  # fmt: skip
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(
@@ -197,8 +284,9 @@ def _train_step(
     pad_id,
     state,
     comm=None,
-) -> tuple[dict, list[dict]]:
-    """One rollout and its K inner steps; updates ``state``; returns (metrics, sample rows).
+) -> tuple[dict, list[dict], object]:
+    """One rollout and its K inner steps; updates ``state``; returns (metrics, sample rows,
+    the inner steps' ``UpdateResult``).
 
     With ``comm`` (data parallel) this rank handles its share of the prompts; see llm.parallel.comm.
     """
@@ -265,7 +353,7 @@ def _train_step(
         ent = (float(entropy[token_mask].sum()), float(token_mask.sum()))
         metrics = dict(exp.stats)  # already over all ranks
         metrics.update(D.reduce_step_metrics(comm, local, entropy=ent, tokens=tokens))
-    return metrics, _sample_rows(exp, cfg.num_samples_shown)
+    return metrics, _sample_rows(exp, cfg.num_samples_shown), upd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,33 +379,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its latest complete checkpoint",
+        help="continue the run in --out from its latest complete checkpoint (only the keys in "
+        "llm.config.resume.RESUMABLE may change, e.g. total_steps, eval and logging, lr)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a fresh run in a non-empty --out, deleting the run there (its config, logs, "
+        "checkpoints and built tiny model/data)",
+    )
+    p.add_argument(
+        "--start-over",
+        action="store_true",
+        help="with --resume: when the run has no usable checkpoint, begin it again from step 1 "
+        "(its logs and checkpoints are moved to RUN/discarded-<time>/)",
     )
     return p
 
 
+def _check_paths(args, run_dir: Path) -> str | None:
+    """What is wrong with --out / --config / the flags, before anything is read or written."""
+    if args.start_over and not args.resume:
+        return "--start-over goes with --resume (a fresh run in a used folder: --overwrite)"
+    if args.overwrite and args.resume:
+        return "--overwrite starts a new run; it cannot be combined with --resume"
+    if args.config and not Path(args.config).is_file():
+        what = "is a folder" if Path(args.config).is_dir() else "does not exist"
+        return f"--config {args.config} {what}: give a YAML file"
+    if run_dir.exists() and not run_dir.is_dir():
+        return f"--out {run_dir} is a file: give a folder for the run"
+    parent = next((q for q in (run_dir, *run_dir.parents) if q.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"--out {run_dir}: cannot write in {parent}; choose a writable folder"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``ticgrpo train``: 0 when done; 2 for a problem with the command, its config, data or
+    run folder (one line on stderr, found before training starts); 3 when the run cannot go on
+    (e.g. every step skipped); 128+signal when stopped by SIGINT/SIGTERM after saving."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     preset = args.preset or (None if (args.config or args.resume) else "tiny")
     if args.resume and not args.out:
         print("ticgrpo train: --resume needs --out RUN_DIR (the run to continue)", file=sys.stderr)
         return 2
     run_dir = Path(args.out or f"runs/{preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}")
-    try:
-        base = C.load_yaml(run_dir / "config.yaml") if args.resume else None
-        cfg = C.build_config(preset=preset, config_file=args.config, overrides=args.overrides,
-                             base=base)  # fmt: skip
-    except (C.ConfigError, ValueError) as e:
-        print(f"ticgrpo train: {e}", file=sys.stderr)
+    problem = _check_paths(args, run_dir)
+    if problem:
+        print(f"ticgrpo train: {problem}", file=sys.stderr)
         return 2
     try:
-        last = train(cfg, run_dir, resume=args.resume)
-    except C.ConfigError as e:
+        base = saved_config_dict(run_dir / "config.yaml") if args.resume else None
+        cfg = C.build_config(preset=preset, config_file=args.config, overrides=args.overrides,
+                             base=base)  # fmt: skip
+        last = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
+                     start_over=args.start_over)  # fmt: skip
+    except Stopped as e:
         print(f"ticgrpo train: {e}", file=sys.stderr)
+        return e.code
+    except TrainingAborted as e:
+        print(f"ticgrpo train: {e}", file=sys.stderr)
+        return 3
+    except USER_ERRORS as e:
+        print(f"ticgrpo train: {_one_line(e)}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per rank
         print(f"run folder: {run_dir}  final reward/mean={_fmt(last.get('reward/mean'))}")
     return 0
+
+
+def _one_line(e: Exception) -> str:
+    """A config error keeps its list of problems; anything else is one line."""
+    if isinstance(e, C.ConfigError):
+        return str(e)
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
             "minibatch_size", "microbatch_size", "generation_batch_size", "max_prompt_tokens",
             "warmup_steps", "max_grad_norm", "weight_decay", "samples_every", "num_samples_shown",
             "eval_every", "eval_max_new_tokens", "eval_limit", "save_every", "num_threads",
-            "dynamic_sampling_max_rounds", "microbatch_tokens",
+            "dynamic_sampling_max_rounds", "microbatch_tokens", "max_consecutive_skips",
         ),
         allow_zero=True,
     )  # fmt: skip

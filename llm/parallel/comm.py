@@ -126,15 +126,20 @@ def on_main(comm: Comm | None, fn: Callable[[], object]) -> object:
         except ConfigError as e:
             box[0] = ("config", e.problems)
         except Exception as e:  # noqa: BLE001 - forwarded to the other ranks, then re-raised
-            box[0] = ("error", f"{type(e).__name__}: {e}")
+            box[0] = ("error", (type(e), str(e)))
             dist.broadcast_object_list(box, src=0)
             raise
     dist.broadcast_object_list(box, src=0)
     kind, value = box[0]
     if kind == "config":
         raise ConfigError(value)
-    if kind == "error":
-        raise RuntimeError(f"rank 0 failed: {value}")
+    if kind == "error":  # the same error class where it takes a message (RunFolderError, ...)
+        cls, message = value
+        try:
+            error = cls(message)
+        except Exception:  # noqa: BLE001 - a class with another signature
+            error = RuntimeError(f"rank 0 failed: {cls.__name__}: {message}")
+        raise error
     return value
 
 

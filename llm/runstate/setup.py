@@ -7,6 +7,7 @@ too-long prompt fails in seconds with a message naming the file, the row and the
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import numpy as np
 import torch
 
 from llm.config import build as C
+from llm.config.resume import check_resume_config
 from llm.data.loaders import BOXED_INSTRUCTION, check_prompt_lengths, load_examples, render_prompt
-from llm.runstate.checkpoint import latest_checkpoint
+from llm.runstate.run_folder import check_fresh, find_resume_point
 
 #: Held-out problems written for eval_data="tiny".
 TINY_EVAL_SIZE = 256
@@ -29,6 +31,7 @@ class RunPaths:
     train_data: Path
     eval_data: Path | None
     ref_model: Path | None
+    checkpoint: Path | None = None  # the checkpoint a resume continues from
 
 
 @dataclass
@@ -38,25 +41,34 @@ class Data:
     skipped: int  # bad rows dropped under on_bad_rows="skip"
 
 
-def prepare_run(cfg: C.TrainConfig, run_dir: Path, *, resume: bool) -> RunPaths:
-    """Create the run folder, build "tiny" artefacts, save config.yaml; resolve every path.
+def prepare_run(
+    cfg: C.TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool = False,
+    start_over: bool = False,
+) -> RunPaths:
+    """Check the run folder, build "tiny" artefacts, save config.yaml; resolve every path.
 
-    Refuses to start a fresh run in a folder that already holds checkpoints (``--resume`` or
-    another ``--out`` is what the user wants).
+    The caller holds the folder's ``RunLock``. A fresh run refuses a non-empty folder unless
+    ``overwrite`` (``llm.runstate.run_folder.check_fresh``). A resume first checks that ``cfg``
+    changes only resumable keys of the saved config.yaml and that a usable checkpoint exists
+    (else it refuses, touching nothing, unless ``start_over``); ``RunPaths.checkpoint`` is the
+    one to continue from. config.yaml is written here for a run that starts at step 1; a
+    resumed run writes it once its checkpoint has loaded (``save_run_config``).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise C.ConfigError([
-            f"{run_dir} already holds checkpoints: pass --resume to continue that run, or "
-            "choose a new --out folder"
-        ])  # fmt: skip
-    from llm.data.tiny import build_tiny, write_tiny_task
+    checkpoint = None
+    if resume:
+        check_resume_config(cfg, run_dir / "config.yaml")
+        checkpoint = find_resume_point(run_dir, start_over=start_over)
+    else:
+        check_fresh(run_dir, overwrite=overwrite)
+    from llm.data.tiny import write_tiny_task
 
     model = Path(cfg.model)
     if cfg.model == "tiny":
-        model = run_dir / "tiny_model"
-        if not (model / "config.json").exists():
-            build_tiny(model, seed=cfg.seed)
+        model = ensure_tiny_model(run_dir / "tiny_model", seed=cfg.seed)
     train = Path(cfg.train_data)
     if cfg.train_data == "tiny":
         train = run_dir / "data" / "train.jsonl"
@@ -67,7 +79,8 @@ def prepare_run(cfg: C.TrainConfig, run_dir: Path, *, resume: bool) -> RunPaths:
         evald = run_dir / "data" / "eval.jsonl"
         if not evald.exists():
             write_tiny_task(evald, TINY_EVAL_SIZE, cfg.seed + 1, kind=cfg.tiny_task)
-    C.save_yaml(cfg, run_dir / "config.yaml")
+    if checkpoint is None:
+        save_run_config(cfg, run_dir)
     return RunPaths(
         run_dir=run_dir,
         model=model,
@@ -75,7 +88,36 @@ def prepare_run(cfg: C.TrainConfig, run_dir: Path, *, resume: bool) -> RunPaths:
         train_data=train,
         eval_data=evald,
         ref_model=(Path(cfg.ref_model) if cfg.ref_model else model) if cfg.beta > 0 else None,
+        checkpoint=checkpoint,
     )
+
+
+def save_run_config(cfg: C.TrainConfig, run_dir: Path) -> None:
+    """Write the resolved config as the run folder's config.yaml (atomically)."""
+    C.save_yaml(cfg, run_dir / "config.yaml")
+
+
+#: Files whose presence marks a finished tiny model folder (the tokenizer is written last).
+TINY_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+def ensure_tiny_model(path: Path, *, seed: int) -> Path:
+    """The tiny model folder at ``path``, built when missing or half-built (a build that was
+    interrupted, e.g. before its tokenizer was written). A build goes to a temporary folder
+    renamed into place, so ``path`` is only ever absent or complete."""
+    import shutil
+
+    from llm.data.tiny import build_tiny
+
+    if all((path / name).is_file() for name in TINY_MODEL_FILES):
+        return path
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_tiny(tmp, seed=seed)
+    if path.exists():  # half-built by an earlier run: our own artefact, rebuilt
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
 
 
 def _instruction(cfg: C.TrainConfig) -> str | None:

@@ -21,7 +21,10 @@ step (one epoch, one mini-batch of all N rows) or by the no-IS pass, that step's
 float rounding of a differently batched forward (the ratio is exactly 1 instead of 1 ± ulp).
 
 Numerics: a step whose loss or gradient is not finite never reaches the weights: the gradient
-is dropped, the optimiser is not stepped, and the step is counted as skipped.
+is dropped, the optimiser is not stepped, and the step is counted as skipped. A step whose
+result is not finite (a finite gradient times a huge rate) is undone: parameters and optimiser
+state are put back as they were (``guard_parameters``) and it is counted as skipped too; the
+trainer stops the run after ``max_consecutive_skips`` skipped steps in a row.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class UpdateResult:
     metrics: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     skipped: int = 0
+    trailing_skips: int = 0  # skipped steps since the last applied one (all of them if none)
     entropy: torch.Tensor | None = None  # [N, T] at θ_old, when the old log-probs were reused
 
 
@@ -213,10 +217,48 @@ def _guarded_step(
         loss, bad = comm.sum([loss, float(not applied)])
         applied = bad == 0 and math.isfinite(loss)
     if applied:
-        optimizer.step()
+        applied = _checked_step(model, optimizer, cfg, comm)
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     return applied, norm, loss
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a parameter (a DTensor's local shard under FSDP2), sharing storage."""
+    return p.to_local() if hasattr(p, "to_local") else p
+
+
+@torch.no_grad()
+def _checked_step(model, optimizer, cfg, comm=None) -> bool:
+    """``optimizer.step()``, undone when it leaves any parameter non-finite (e.g. a huge lr).
+
+    With ``cfg.guard_parameters`` the parameters and the optimiser state are copied before
+    the step and put back when the result is not finite on any rank; returns whether the step
+    stands. Costs one copy of the parameters and optimiser state in memory.
+    """
+    if not cfg.guard_parameters:
+        optimizer.step()
+        return True
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [
+        (_local(p).clone(), {k: v.clone() if torch.is_tensor(v) else v
+                             for k, v in optimizer.state.get(p, {}).items()})
+        for p in params
+    ]  # fmt: skip
+    optimizer.step()
+    finite = torch.stack([torch.isfinite(_local(p)).all() for p in params]).all()
+    bad = float(not bool(finite))
+    if comm is not None:
+        bad = comm.sum([bad])[0]
+    if bad == 0:
+        return True
+    for p, (value, state) in zip(params, saved):
+        _local(p).copy_(value)
+        if state:
+            optimizer.state[p] = state
+        else:
+            optimizer.state.pop(p, None)
+    return False
 
 
 def inner_steps(
@@ -285,6 +327,7 @@ def inner_steps(
 def _count(result: UpdateResult, acc: MetricMean, applied: bool, norm: float, loss: float) -> None:
     result.steps += 1
     result.skipped += not applied
+    result.trailing_skips = 0 if applied else result.trailing_skips + 1
     acc.add({"grad_norm": norm, "loss": loss})
 
 
