@@ -198,7 +198,7 @@ def _minibatch_metrics(
 
 
 def _guarded_step(
-    model, optimizer, scheduler, cfg, loss: float, comm=None
+    model, optimizer, scheduler, cfg, loss: float, comm=None, probe=None
 ) -> tuple[bool, float, float]:
     """Clip and apply the accumulated gradient unless the loss or the gradient is non-finite.
 
@@ -217,7 +217,7 @@ def _guarded_step(
         loss, bad = comm.sum([loss, float(not applied)])
         applied = bad == 0 and math.isfinite(loss)
     if applied:
-        applied = _checked_step(model, optimizer, cfg, comm)
+        applied = _checked_step(model, optimizer, cfg, comm, probe)
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     return applied, norm, loss
@@ -229,12 +229,15 @@ def _local(p: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _checked_step(model, optimizer, cfg, comm=None) -> bool:
-    """``optimizer.step()``, undone when it leaves any parameter non-finite (e.g. a huge lr).
+def _checked_step(model, optimizer, cfg, comm=None, probe=None) -> bool:
+    """``optimizer.step()``, undone when its result is not finite (e.g. a huge lr).
 
     With ``cfg.guard_parameters`` the parameters and the optimiser state are copied before
-    the step and put back when the result is not finite on any rank; returns whether the step
-    stands. Costs one copy of the parameters and optimiser state in memory.
+    the step and put back when, on any rank, a parameter is not finite or the stepped model's
+    last-position logits on ``probe`` (a one-row ``Batch``) are not (finite weights so large
+    that the forward overflows would crash the next rollout's sampling). Returns whether the
+    step stands. Costs one copy of the parameters and optimiser state in memory and a one-row
+    forward pass.
     """
     if not cfg.guard_parameters:
         optimizer.step()
@@ -247,6 +250,14 @@ def _checked_step(model, optimizer, cfg, comm=None) -> bool:
     ]  # fmt: skip
     optimizer.step()
     finite = torch.stack([torch.isfinite(_local(p)).all() for p in params]).all()
+    if probe is not None:
+        logits = model(
+            input_ids=probe.input_ids,
+            attention_mask=probe.attention_mask,
+            logits_to_keep=1,
+            use_cache=False,
+        ).logits  # [1, 1, V]
+        finite &= torch.isfinite(logits).all()  # fmt: skip
     bad = float(not bool(finite))
     if comm is not None:
         bad = comm.sum([bad])[0]
@@ -297,6 +308,8 @@ def inner_steps(
         result.entropy = torch.zeros((n, int(exp.lengths.max())), dtype=torch.float32)
     model.train()
     optimizer.zero_grad(set_to_none=True)
+    device = next(model.parameters()).device
+    probe = collate(exp, torch.arange(1), pad_id, device) if cfg.guard_parameters else None
     if cfg.no_is:
         loss = _minibatch_loss(
             model, exp, torch.arange(n), cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=True,
@@ -306,7 +319,9 @@ def inner_steps(
         for _ in range(num_steps):
             for p, g in grads:
                 p.grad = g.clone()
-            applied, norm, total = _guarded_step(model, optimizer, scheduler, cfg, loss, comm)
+            applied, norm, total = _guarded_step(
+                model, optimizer, scheduler, cfg, loss, comm, probe
+            )
             _count(result, acc, applied, norm, total)
         return _finish(result, acc, lr)
     seed = cfg.seed * 1_000_003 + step
@@ -319,7 +334,9 @@ def inner_steps(
                 model, exp, rows, cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=reuse,
                 acc=acc, comm=comm, entropy=result.entropy,
             )  # fmt: skip
-            applied, norm, total = _guarded_step(model, optimizer, scheduler, cfg, loss, comm)
+            applied, norm, total = _guarded_step(
+                model, optimizer, scheduler, cfg, loss, comm, probe
+            )
             _count(result, acc, applied, norm, total)
     return _finish(result, acc, lr)
 
