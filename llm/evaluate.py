@@ -224,12 +224,27 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return f"--k and --max-new-tokens must be >= 1 (got {args.k}, {args.max_new_tokens})"
     if not args.temperature > 0 or not 0 < args.top_p <= 1:
         return f"need --temperature > 0 and 0 < --top-p <= 1 (got {args.temperature}, {args.top_p})"
+    if args.checkpoint and not Path(args.checkpoint).is_dir():
+        return f"--checkpoint {args.checkpoint}: no such folder (a run or checkpoint folder)"
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        return f"--out {args.out} is a file: give a folder for eval_results.json"
     return None
+
+
+def _checkpoint_problem(path: str) -> str | None:
+    """Why ``--checkpoint`` cannot be loaded, found before the model is (None when it can)."""
+    from llm.runstate.checkpoint import CheckpointError, latest_checkpoint
+
+    try:
+        found = latest_checkpoint(path)
+    except CheckpointError as e:
+        return f"--checkpoint {e}"
+    return None if found is not None else f"--checkpoint {path}: no complete checkpoint in it"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if msg := _check_args(args):
+    if msg := _check_args(args) or (args.checkpoint and _checkpoint_problem(args.checkpoint)):
         print(f"ticgrpo eval: {msg}", file=sys.stderr)
         return 2
     import torch
@@ -249,9 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     ).to("cuda" if cuda else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if args.checkpoint:
-        from llm.runstate.checkpoint import load_checkpoint
+        from llm.runstate.checkpoint import CheckpointError, load_checkpoint
 
-        load_checkpoint(args.checkpoint, model=model, optimizer=None, restore_rng=False)
+        try:
+            load_checkpoint(args.checkpoint, model=model, optimizer=None, restore_rng=False)
+        except CheckpointError as e:  # e.g. weights of another architecture than --model
+            print(f"ticgrpo eval: {' '.join(str(e).split())[:500]}", file=sys.stderr)
+            return 2
     result = evaluate(
         model,
         tokenizer,

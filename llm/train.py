@@ -408,6 +408,8 @@ def _check_paths(args, run_dir: Path) -> str | None:
         return f"--config {args.config} {what}: give a YAML file"
     if run_dir.exists() and not run_dir.is_dir():
         return f"--out {run_dir} is a file: give a folder for the run"
+    if args.resume and not run_dir.is_dir():
+        return f"--resume: {run_dir} does not exist (nothing to continue)"
     parent = next((q for q in (run_dir, *run_dir.parents) if q.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         return f"--out {run_dir}: cannot write in {parent}; choose a writable folder"
@@ -449,9 +451,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(e: Exception) -> str:
-    """A config error keeps its list of problems; anything else is one line."""
-    if isinstance(e, C.ConfigError):
+    """One line; a config error with several problems keeps its list, one per line."""
+    if isinstance(e, C.ConfigError) and len(e.problems) > 1:
         return str(e)
+    if isinstance(e, C.ConfigError):
+        return f"invalid config: {' '.join(e.problems[0].split())}"
     return " ".join(str(e).split())
 
 

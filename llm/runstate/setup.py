@@ -136,15 +136,14 @@ def load_data(cfg: C.TrainConfig, paths: RunPaths):
     kwargs = dict(schema=cfg.data_schema, on_error=cfg.on_bad_rows, instruction=_instruction(cfg))
     loaded = load_examples(paths.train_data, **kwargs)
     train, skipped = loaded.examples, loaded.skipped
-    if cfg.max_prompt_tokens:
-        checked = check_prompt_lengths(
-            train,
-            tokenizer,
-            cfg.max_prompt_tokens,
-            on_error=cfg.on_bad_rows,
-            chat_template=cfg.chat_template,
-        )
-        train, skipped = checked.examples, skipped + checked.skipped
+    checked = check_prompt_lengths(  # every prompt through the tokenizer, now rather than at step n
+        train,
+        tokenizer,
+        cfg.max_prompt_tokens or None,
+        on_error=cfg.on_bad_rows,
+        chat_template=cfg.chat_template,
+    )
+    train, skipped = checked.examples, skipped + checked.skipped
     if len(train) < cfg.prompts_per_step:
         raise C.ConfigError([
             f"train_data {paths.train_data} has {len(train)} usable examples, fewer than "
@@ -154,6 +153,9 @@ def load_data(cfg: C.TrainConfig, paths: RunPaths):
     if paths.eval_data is not None:
         evals = load_examples(paths.eval_data, **kwargs).examples
         evals = evals[: cfg.eval_limit] if cfg.eval_limit else evals
+        evals = check_prompt_lengths(
+            evals, tokenizer, None, on_error=cfg.on_bad_rows, chat_template=cfg.chat_template
+        ).examples
     return tokenizer, Data(train=train, eval=evals, skipped=skipped)
 
 
