@@ -190,3 +190,22 @@ def test_resumable_keys_are_real_fields():
 
     assert RESUMABLE <= set(FIELDS)
     assert not {"method", "seed", "train_data", "optimizer", "group_size"} & RESUMABLE
+
+
+def test_a_half_built_tiny_model_folder_is_rebuilt(tmp_path):
+    """A build interrupted before the tokenizer was written left config.json and weights only;
+    the next run rebuilds the folder (same seed, same files) instead of failing to load it."""
+    from llm.runstate.setup import TINY_MODEL_FILES, ensure_tiny_model
+
+    good = ensure_tiny_model(tmp_path / "good" / "tiny_model", seed=0)
+    assert all((good / f).is_file() for f in TINY_MODEL_FILES)
+    half = tmp_path / "half" / "tiny_model"
+    half.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (half / name).write_bytes((good / name).read_bytes())
+    assert ensure_tiny_model(half, seed=0) == half
+    assert snapshot(half) == snapshot(good)
+    assert not list(half.parent.glob(".tiny_model.tmp-*"))  # built aside, renamed into place
+    before = {p: p.stat().st_mtime_ns for p in half.iterdir()}
+    ensure_tiny_model(half, seed=0)  # complete: left alone
+    assert {p: p.stat().st_mtime_ns for p in half.iterdir()} == before
