@@ -35,7 +35,7 @@ from llm.parallel.checkpoint import load_full_checkpoint, model_layout, save_ful
 from llm.rollout.experience import collect
 from llm.runstate.checkpoint import load_checkpoint, save_checkpoint
 from llm.runstate.errors import CheckpointError
-from llm.runstate.logging import RunLogger
+from llm.runstate.logging import RunLogger, printable
 from llm.runstate.run_folder import RunFolderError, RunLock
 from llm.runstate.setup import (
     DataStream,
@@ -453,10 +453,10 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(e: Exception) -> str:
     """One line; a config error with several problems keeps its list, one per line."""
     if isinstance(e, C.ConfigError) and len(e.problems) > 1:
-        return str(e)
+        return "\n".join(printable(line) for line in str(e).splitlines())
     if isinstance(e, C.ConfigError):
-        return f"invalid config: {' '.join(e.problems[0].split())}"
-    return " ".join(str(e).split())
+        return printable(f"invalid config: {' '.join(e.problems[0].split())}")
+    return printable(" ".join(str(e).split()))
 
 
 if __name__ == "__main__":
