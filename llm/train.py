@@ -1,6 +1,7 @@
 """``ticgrpo train``: GRPO-family RL of a causal LM, one readable loop.
 
-    ticgrpo train [--preset NAME | --config FILE] [--set key=value ...] [--out RUN_DIR] [--resume]
+    ticgrpo train [--preset NAME | --config FILE] [--set key=value ...] [--out RUN_DIR]
+                  [--resume [--start-over] | --overwrite]
 
 Per step: draw P prompts → sample G completions each (``llm.rollout.sampling``) → rewards
 (``llm.rewards.registry``; DAPO shaping/filtering in ``llm.rollout.experience``) → group advantages
@@ -9,7 +10,8 @@ Per step: draw P prompts → sample G completions each (``llm.rollout.sampling``
 ``metrics.jsonl``, ``samples.jsonl``, ``checkpoints/`` and (for "tiny") the built model and data.
 ``--resume`` restores weights, optimiser, scheduler, RNG streams and the data position and
 continues exactly (every random draw is seeded from the step, so the metrics match an
-uninterrupted run on CPU).
+uninterrupted run on CPU). The run folder's rules (one writer, no silent restart, which keys a
+resume may change, Ctrl-C saves) are in docs/RELIABILITY.md, "The run folder".
 """
 
 from __future__ import annotations
@@ -124,8 +126,11 @@ def _open_run(cfg, run_dir: Path, resume: bool, overwrite: bool, start_over: boo
     """Rank 0: lock the run folder, then check it and set it up (``prepare_run``)."""
     if resume and not run_dir.is_dir():
         raise RunFolderError(f"--resume: {run_dir} does not exist (nothing to continue)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    held.append(RunLock(run_dir))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        held.append(RunLock(run_dir))
+    except OSError as e:  # read-only filesystem, no permission (os.access says yes to root)
+        raise RunFolderError(f"--out {run_dir}: cannot write there ({e.strerror or e})") from None
     return prepare_run(cfg, run_dir, resume=resume, overwrite=overwrite, start_over=start_over)
 
 

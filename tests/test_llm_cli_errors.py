@@ -85,6 +85,14 @@ def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path, capsys):
     assert [r["step"] for r in read_metrics(run)] == [1]
 
 
+def test_an_out_folder_that_cannot_be_created_is_one_line(capsys):
+    out = Path("/proc/ticgrpo-no-such-dir/run")  # not creatable, even by root
+    capsys.readouterr()
+    assert main(argv(out)) == 2
+    (line,) = our_lines(capsys)
+    assert line.startswith(f"ticgrpo train: --out {out}: cannot ")
+
+
 def test_resume_of_a_folder_that_does_not_exist(tmp_path, capsys):
     capsys.readouterr()
     assert main(["--out", str(tmp_path / "nope"), "--resume"]) == 2
