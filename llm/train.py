@@ -34,6 +34,7 @@ from llm.config.resume import apply_lr, saved_config_dict
 from llm.data.readers import DataError
 from llm.parallel import comm as D
 from llm.parallel.checkpoint import load_full_checkpoint, model_layout, save_full_checkpoint
+from llm.rewards.math_worker import WorkerError
 from llm.rollout.experience import collect
 from llm.runstate.checkpoint import load_checkpoint, save_checkpoint
 from llm.runstate.errors import CheckpointError
@@ -53,7 +54,7 @@ from llm.update.inner_steps import inner_steps, reuses_onpolicy_logp
 from ticgrpo import group_advantages
 
 #: Problems with what the user asked for: one line on stderr and exit code 2, no traceback.
-USER_ERRORS = (C.ConfigError, RunFolderError, CheckpointError, DataError)
+USER_ERRORS = (C.ConfigError, RunFolderError, CheckpointError, DataError, WorkerError)
 
 
 def _advantages(exp, cfg) -> torch.Tensor:
@@ -185,8 +186,10 @@ def _stop_signal(stops: StopSignals, comm) -> int | None:
 def _check_skips(cfg, state: dict, upd, step: int) -> None:
     """Count consecutive skipped optimiser steps across rollouts; stop the run when they
     reach ``cfg.max_consecutive_skips`` (a run that trains nothing must not exit 0)."""
-    run = upd.trailing_skips if upd.skipped < upd.steps else state.get("consecutive_skips", 0)
-    run += 0 if upd.skipped < upd.steps else upd.skipped
+    if upd.skipped < upd.steps:  # a step of this rollout was applied: count from there
+        run = upd.trailing_skips
+    else:
+        run = state.get("consecutive_skips", 0) + upd.skipped
     state["consecutive_skips"] = run
     if cfg.max_consecutive_skips and run >= cfg.max_consecutive_skips:
         raise TrainingAborted(

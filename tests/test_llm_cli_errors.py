@@ -131,3 +131,20 @@ def test_eval_argument_errors_come_before_any_work(tmp_path, capsys, eval_data):
     assert eval_main([*base, "--out", str(afile)]) == 2
     (line,) = our_lines(capsys)
     assert line == f"ticgrpo eval: --out {afile} is a file: give a folder for eval_results.json"
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_code_130(monkeypatch, capsys):
+    import sys
+    import types
+
+    from ticgrpo import cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    fake = types.ModuleType("fake_command")
+    fake.main = interrupted
+    monkeypatch.setitem(sys.modules, "fake_command", fake)
+    monkeypatch.setitem(cli.COMMANDS, "fake", ("fake_command", "a command that is interrupted"))
+    assert cli.main(["fake"]) == 130
+    assert capsys.readouterr().err == "ticgrpo fake: interrupted\n"
