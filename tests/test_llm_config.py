@@ -185,3 +185,16 @@ def test_a_yaml_alias_bomb_for_a_string_key_is_refused_quickly(tmp_path):
                        ("debug_inject_nan_logp_at_steps", [[1, 2]])):  # fmt: skip
         with pytest.raises(C.ConfigError, match=f"{key}: cannot read"):
             C.coerce(key, value)
+
+
+def test_unreadable_yaml_files_are_config_errors(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("lr: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(C.ConfigError, match="deep.yaml: nested too deeply"):
+        C.load_yaml(deep)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"lr: \xff\xfe\n")
+    with pytest.raises(C.ConfigError, match="binary.yaml: cannot read it as a YAML text file"):
+        C.load_yaml(binary)
+    with pytest.raises(C.ConfigError, match="cannot read it as a YAML text file"):
+        C.load_yaml(tmp_path)

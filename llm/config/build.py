@@ -188,6 +188,10 @@ def load_yaml(path: str | os.PathLike) -> dict:
         raise ConfigError([f"config file {path} does not exist"]) from None
     except yaml.YAMLError as e:
         raise ConfigError([f"{path}: not valid YAML: {e}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: nested too deeply to read (not a config file?)"]) from None
+    except (IsADirectoryError, UnicodeDecodeError) as e:
+        raise ConfigError([f"{path}: cannot read it as a YAML text file ({e})"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
