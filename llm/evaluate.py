@@ -20,9 +20,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm.config.checks import GENERATIONS  # the sampling paths, one list for train and eval
+
+if TYPE_CHECKING:
+    from llm.parallel.comm import Comm
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -60,9 +63,10 @@ def summarize(correct: Sequence[int], k: int) -> dict[str, float]:
 
 
 def _sampler(generation: str) -> Callable:
-    """The sampling function of a ``generation`` path: ``plain`` (``llm.rollout.sampling.generate``, the
-    reference) or ``static`` (``llm.rollout.static_cache.generate_fast``: static KV cache, decode step
-    compiled on CUDA, batch size from free memory when none is given)."""
+    """The sampling function of a ``generation`` path: ``plain``
+    (``llm.rollout.sampling.generate``, the reference) or ``static``
+    (``llm.rollout.static_cache.generate_fast``: static KV cache, decode step compiled on CUDA,
+    batch size from free memory when none is given)."""
     if generation not in GENERATIONS:
         raise ValueError(f"generation must be one of {list(GENERATIONS)}, got {generation!r}")
     if generation == "static":
@@ -175,6 +179,46 @@ def evaluate(
         }
     )
     metrics["problems"] = problems
+    return metrics
+
+
+def _block(n: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous block of ``n`` items; the first ``n mod W`` ranks get one more."""
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def evaluate_on_ranks(
+    comm: Comm, model, tokenizer, examples: Sequence, *, seed: int, **kwargs
+) -> dict[str, float]:
+    """``evaluate`` with the problems split into contiguous blocks over the ranks of ``comm``
+    (``llm.parallel.comm``), then the same metrics recomputed from every rank's per-problem
+    results (identical on all ranks; no ``problems`` entry). In a world of one the block is every
+    problem and the metrics are ``evaluate``'s. ``kwargs`` are evaluate's (k, max_new_tokens,
+    temperature, top_p, reward, ...)."""
+    from llm.parallel.fsdp import unsharded  # torch loads only once a model is evaluated
+
+    mine = examples[_block(len(examples), comm.rank, comm.world_size)]
+    out: dict = {"problems": [], "eval/nonfinite_rewards": 0, "eval/generate_s": 0.0}
+    with unsharded(model):
+        if mine:
+            out = evaluate(model, tokenizer, mine, seed=comm.seed(seed), **kwargs)
+    fields = ("num_correct", "rewards", "lengths", "truncated")
+    problems = comm.gather([{f: p[f] for f in fields} for p in out["problems"]])
+    timing = comm.gather([out["eval/generate_s"]])
+    bad = sum(comm.gather([out["eval/nonfinite_rewards"]]))
+    k = kwargs["k"]
+    n = len(problems) * k
+    metrics = summarize([p["num_correct"] for p in problems], k)
+    metrics.update({
+        "eval/mean_reward": sum(r for p in problems for r in p["rewards"]) / n,
+        "eval/mean_length": sum(x for p in problems for x in p["lengths"]) / n,
+        "eval/truncated_frac": sum(t for p in problems for t in p["truncated"]) / n,
+        "eval/num_problems": len(problems),
+        "eval/nonfinite_rewards": bad,
+        "eval/generate_s": max(timing),
+    })  # fmt: skip
     return metrics
 
 

@@ -3,51 +3,46 @@
     ticgrpo train [--preset NAME | --config FILE] [--set key=value ...] [--out RUN_DIR]
                   [--resume [--start-over] | --overwrite]
 
-Per step: draw P prompts → sample G completions each (``llm.rollout.sampling``) → rewards
-(``llm.rewards.registry``; DAPO shaping/filtering in ``llm.rollout.experience``) → group advantages
-(``ticgrpo.group_advantages``) → old log-probs from the training forward pass → K inner steps
-(``llm.update.inner_steps``) → log → periodic eval → checkpoint. The run folder holds ``config.yaml``,
-``metrics.jsonl``, ``samples.jsonl``, ``checkpoints/`` and (for "tiny") the built model and data.
-``--resume`` restores weights, optimiser, scheduler, RNG streams and the data position and
-continues exactly (every random draw is seeded from the step, so the metrics match an
-uninterrupted run on CPU). The run folder's rules (one writer, no silent restart, which keys a
-resume may change, Ctrl-C saves) are in docs/RELIABILITY.md, "The run folder".
+Set-up is ``llm.runstate.run.open_run`` (run folder, data, reward, model, optimiser, resume).
+Per step: draw P prompts → sample G completions each (``llm.rollout``) → rewards
+(``llm.rewards``; DAPO shaping and filtering in ``llm.rollout.experience``) → group advantages
+(``ticgrpo.group_advantages``) → old log-probs from the training forward pass
+(``llm.update.batching``) → K inner steps (``llm.update.inner_steps``) → metrics → log →
+periodic eval → checkpoint (``llm.parallel.checkpoint``). One process or W under torchrun run
+this same loop: the communicator (``llm.parallel.comm``) is a world of one in a plain run.
+
+The run folder holds ``config.yaml``, ``metrics.jsonl``, ``samples.jsonl``, ``checkpoints/`` and
+(for "tiny") the built model and data. ``--resume`` restores weights, optimiser, scheduler, RNG
+streams and the data position and continues exactly (every random draw is seeded from the
+step, so the metrics match an uninterrupted run on CPU). The run folder's rules (one writer, no
+silent restart, which keys a resume may change, Ctrl-C saves) are in docs/RELIABILITY.md, "The
+run folder".
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import os
-import random
 import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from llm.config import build as C
-from llm.config.resume import apply_lr, saved_config_dict
+from llm.config.resume import saved_config_dict
 from llm.data.readers import DataError
-from llm.parallel import comm as D
-from llm.parallel.checkpoint import load_full_checkpoint, model_layout, save_full_checkpoint
+from llm.evaluate import evaluate_on_ranks
+from llm.parallel.checkpoint import save_full_checkpoint
+from llm.parallel.comm import finish, local_prompts, reduce_step_metrics, start
+from llm.parallel.fsdp import unsharded
 from llm.rewards.math_worker import WorkerError
 from llm.rollout.experience import collect
-from llm.runstate.checkpoint import load_checkpoint, save_checkpoint
 from llm.runstate.errors import CheckpointError
-from llm.runstate.logging import RunLogger, printable
-from llm.runstate.run_folder import RunFolderError, RunLock
-from llm.runstate.setup import (
-    DataStream,
-    load_data,
-    load_model,
-    make_optimizer,
-    prepare_run,
-    save_run_config,
-)
+from llm.runstate.logging import NullLogger, RunLogger, printable
+from llm.runstate.run import Run, open_run
+from llm.runstate.run_folder import RunFolderError
 from llm.runstate.stopping import Stopped, StopSignals
 from llm.update.batching import sequence_logprobs
 from llm.update.inner_steps import inner_steps, reuses_onpolicy_logp
@@ -57,40 +52,8 @@ from ticgrpo import group_advantages
 USER_ERRORS = (C.ConfigError, RunFolderError, CheckpointError, DataError, WorkerError)
 
 
-def _advantages(exp, cfg) -> torch.Tensor:
-    """[N] group-relative advantages of the shaped rewards (SPEC section 2)."""
-    lengths = exp.lengths.float() if cfg.advantage_mode == "length_corrected" else None
-    return group_advantages(
-        exp.rewards, cfg.group_size, mode=cfg.advantage_mode, lengths=lengths,
-        std_kind=cfg.std_kind,
-    )  # fmt: skip
-
-
-def _evaluate(model, tokenizer, examples, reward, cfg, step: int, comm=None) -> dict[str, float]:
-    from llm.evaluate import evaluate
-
-    kwargs = dict(
-        k=cfg.eval_k, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
-        temperature=cfg.eval_temperature, top_p=cfg.top_p, reward=reward,
-        seed=cfg.seed * 7919 + step, batch_size=cfg.generation_batch_size or None,
-        chat_template=cfg.chat_template, generation=cfg.generation,
-    )  # fmt: skip
-    if comm is not None:
-        return D.evaluate_sharded(comm, model, tokenizer, examples, **kwargs)
-    out = evaluate(model, tokenizer, examples, **kwargs)
-    return {k: v for k, v in out.items() if k != "problems"}
-
-
-def _sample_rows(exp, k: int) -> list[dict]:
-    rows = []
-    for i in range(min(k, len(exp))):
-        j = i * exp.group_size if i * exp.group_size < len(exp) else i  # one row per group
-        rows.append({
-            "prompt": exp.prompts[j // exp.group_size], "completion": exp.gen.texts[j],
-            "answer": exp.answers[j], "reward": float(exp.rewards[j]),
-            "advantage": float(exp.advantages[j]),
-        })  # fmt: skip
-    return rows
+class TrainingAborted(RuntimeError):
+    """The run cannot make progress (e.g. every optimiser step is skipped)."""
 
 
 def train(
@@ -108,157 +71,59 @@ def train(
     none) and may change only ``llm.config.resume.RESUMABLE`` keys. One process writes a run
     folder (``llm.runstate.run_folder.RunLock``). SIGINT/SIGTERM stop after the current step
     with a checkpoint and raise ``llm.runstate.stopping.Stopped``.
-    Under torchrun with ``distributed=true`` every rank runs this (``llm.parallel.comm``).
+    Under torchrun with ``distributed=true`` every rank runs this; a plain run is a world of one
+    (``llm.parallel.comm``), through the same code.
     """
-    comm = D.start(cfg)
-    held: list = []  # the run folder's lock, taken on rank 0
+    comm = start(cfg)
     try:
-        paths = D.on_main(comm, lambda: _open_run(cfg, Path(run_dir), resume, overwrite,
-                                                  start_over, held))  # fmt: skip
-        with StopSignals(announce=comm is None or comm.is_main) as stops:
-            return _train(cfg, paths, comm, stops)
+        run = open_run(cfg, Path(run_dir), resume=resume, comm=comm, overwrite=overwrite,
+                       start_over=start_over)  # fmt: skip
+        try:
+            with StopSignals(announce=comm.is_main) as stops:
+                return _train(run, stops)
+        finally:
+            run.close()
     finally:
-        for lock in held:
-            lock.release()
-        D.finish(comm)
+        finish(comm)
 
 
-def _open_run(cfg, run_dir: Path, resume: bool, overwrite: bool, start_over: bool, held: list):
-    """Rank 0: lock the run folder, then check it and set it up (``prepare_run``)."""
-    if resume and not run_dir.is_dir():
-        raise RunFolderError(f"--resume: {run_dir} does not exist (nothing to continue)")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        held.append(RunLock(run_dir))
-    except OSError as e:  # read-only filesystem, no permission (os.access says yes to root)
-        raise RunFolderError(f"--out {run_dir}: cannot write there ({e.strerror or e})") from None
-    return prepare_run(cfg, run_dir, resume=resume, overwrite=overwrite, start_over=start_over)
-
-
-def _setup_model(cfg, paths, comm):
-    """(model, ref_model, optimizer, scheduler, trainer state, parameter layout or None).
-
-    Resuming (``paths.checkpoint``, verified by ``prepare_run``) restores everything, then
-    gives the restored optimiser the config's ``lr`` (a resumable key)."""
-    state = {"step": 0, "data_pos": 0, "skipped_steps": 0}
-    ckpt = paths.checkpoint
-    if comm is None:
-        model, ref_model, _device = load_model(cfg, paths)
-        optimizer, scheduler = make_optimizer(cfg, model)
-        if ckpt is not None:
-            state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
-                                    hashes=False)  # fmt: skip
-            apply_lr(optimizer, scheduler, cfg.lr)
-        return model, ref_model, optimizer, scheduler, state, None
-    model, ref_model, _device = load_model(cfg, paths, device=comm.info.device)
-    layout = model_layout(model)
-    if ckpt is not None:  # full weights into every rank's copy, then shard them
-        state = load_checkpoint(ckpt, model=model, optimizer=None, hashes=False)
-    D.shard(comm, model)
-    if ref_model is not None:
-        D.shard(comm, ref_model)
-    optimizer, scheduler = make_optimizer(cfg, model)  # after sharding: it holds the shards
-    if ckpt is not None:
-        load_full_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
-                               layout=layout)  # fmt: skip
-        apply_lr(optimizer, scheduler, cfg.lr)
-    return model, ref_model, optimizer, scheduler, state, layout
-
-
-def _save(cfg, run_dir: Path, step: int, model, optimizer, scheduler, state, layout, comm) -> None:
-    if comm is None:
-        save_checkpoint(run_dir, step, model=model, optimizer=optimizer, scheduler=scheduler,
-                        trainer_state=dict(state), keep=cfg.keep_checkpoints)  # fmt: skip
-    else:
-        save_full_checkpoint(comm, run_dir, step, model=model, optimizer=optimizer,
-                             scheduler=scheduler, trainer_state=dict(state),
-                             keep=cfg.keep_checkpoints, layout=layout)  # fmt: skip
-
-
-def _stop_signal(stops: StopSignals, comm) -> int | None:
-    """The signal every rank stops on (any rank's counts), or None to go on."""
-    signum = stops.requested or 0
-    if comm is not None:
-        signum = int(comm.sum([float(signum)])[0] > 0) and (signum or int(signal.SIGTERM))
-    return signum or None
-
-
-def _check_skips(cfg, state: dict, upd, step: int) -> None:
-    """Count consecutive skipped optimiser steps across rollouts; stop the run when they
-    reach ``cfg.max_consecutive_skips`` (a run that trains nothing must not exit 0)."""
-    if upd.skipped < upd.steps:  # a step of this rollout was applied: count from there
-        run = upd.trailing_skips
-    else:
-        run = state.get("consecutive_skips", 0) + upd.skipped
-    state["consecutive_skips"] = run
-    if cfg.max_consecutive_skips and run >= cfg.max_consecutive_skips:
-        raise TrainingAborted(
-            f"stopped at step {step}: the last {run} optimiser steps were all skipped (non-finite "
-            "loss, gradient or parameters); fix the cause (lr, clip widths, data) and --resume "
-            "from the last checkpoint, e.g. with a lower --set lr=..."
-        )
-
-
-class TrainingAborted(RuntimeError):
-    """The run cannot make progress (e.g. every optimiser step is skipped)."""
-
-
-def _train(cfg: C.TrainConfig, paths, comm, stops: StopSignals) -> dict:
-    run_dir, resume = paths.run_dir, paths.checkpoint is not None
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    tokenizer, data = load_data(cfg, paths)  # bad rows fail here, before the model loads
-    from llm.rewards.registry import get_reward
-
-    reward = get_reward(cfg.reward, timeout_s=cfg.reward_timeout_s)
-    model, ref_model, optimizer, scheduler, state, layout = _setup_model(cfg, paths, comm)
-    main = comm is None or comm.is_main
-    if resume and main:  # the resume is valid: config.yaml now describes the continued run
-        save_run_config(cfg, run_dir)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
-    stream = DataStream(data.train, tokenizer, cfg, position=state["data_pos"])
-    if main:
-        logger = RunLogger(run_dir, tensorboard=cfg.tensorboard,
-                           resume_step=state["step"] if resume else None)  # fmt: skip
-    else:
-        logger = D.NullLogger()
+def _train(run: Run, stops: StopSignals) -> dict:
+    cfg, comm = run.cfg, run.comm
+    logger = NullLogger()  # ranks other than 0 write nothing
+    if comm.is_main:
+        logger = RunLogger(run.run_dir, tensorboard=cfg.tensorboard,
+                           resume_step=run.step if run.resumed else None)  # fmt: skip
+    bar = _progress(cfg, run.step) if comm.is_main else None
     last: dict = {}
-    bar = _progress(cfg, state["step"]) if main else None
-    save = functools.partial(_save, cfg, run_dir, model=model, optimizer=optimizer,
-                             scheduler=scheduler, state=state, layout=layout, comm=comm)  # fmt: skip
     try:
-        for step in range(state["step"] + 1, cfg.total_steps + 1):
-            last, samples, upd = _train_step(step, cfg, model, ref_model, tokenizer, optimizer,
-                                             scheduler, stream, reward, pad_id, state,
-                                             comm)  # fmt: skip
-            if data.eval and (
-                step == cfg.total_steps or (cfg.eval_every and step % cfg.eval_every == 0)
-            ):
+        for step in range(run.step + 1, cfg.total_steps + 1):
+            last, samples, upd = _train_step(run, step)  # stages 1-5
+            # 6. periodic evaluation (the problems split over the ranks)
+            if run.data.eval and _due(step, cfg.eval_every, cfg.total_steps):
                 t0 = time.perf_counter()
-                last.update(_evaluate(model, tokenizer, data.eval, reward, cfg, step, comm))
+                last.update(_evaluate(run, step))
                 last["timing/eval_s"] = time.perf_counter() - t0
-            last["data/skipped_rows"] = float(data.skipped)
+            # 7. log: one JSON line per step (rank 0), sample completions now and then
+            last["data/skipped_rows"] = float(run.data.skipped)
             last = logger.log(step, last)
             if cfg.samples_every and step % cfg.samples_every == 0:
                 logger.samples(step, samples)
-            _check_skips(cfg, state, upd, step)
+            _check_skips(run, upd, step)
+            # 8. checkpoint (gathered from the shards when W > 1; rank 0 writes), also on a
+            # stop signal: the step is done, so this is the safe point to save and leave
             signum = _stop_signal(stops, comm)
-            if signum or step == cfg.total_steps or (cfg.save_every and step % cfg.save_every == 0):
-                save(step)
+            if signum or _due(step, cfg.save_every, cfg.total_steps):
+                save_full_checkpoint(comm, run.run_dir, step, model=run.model,
+                                     optimizer=run.optimizer, scheduler=run.scheduler,
+                                     trainer_state=run.trainer_state(), keep=cfg.keep_checkpoints,
+                                     layout=run.layout)  # fmt: skip
             if signum:
-                name = signal.Signals(signum).name
-                raise Stopped(f"stopped by {name} after step {step} (checkpoint saved); continue "
-                              f"with: ticgrpo train --out {run_dir} --resume", signum)  # fmt: skip
+                raise Stopped(f"stopped by {signal.Signals(signum).name} after step {step} "
+                              f"(checkpoint saved); continue with: ticgrpo train --out "
+                              f"{run.run_dir} --resume", signum)  # fmt: skip
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(
-                    reward=_fmt(last.get("reward/mean")), skipped=state["skipped_steps"]
-                )
+                bar.set_postfix(reward=_fmt(last.get("reward/mean")), skipped=run.skipped_steps)
     finally:
         if bar is not None:
             bar.close()
@@ -266,51 +131,48 @@ def _train(cfg: C.TrainConfig, paths, comm, stops: StopSignals) -> dict:
     return last
 
 
-def _fmt(value) -> str:
-    """A logged number for the terminal; the logger returns non-finite values as None."""
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "nan"
+def _stop_signal(stops: StopSignals, comm) -> int | None:
+    """The signal every rank stops on (any rank's counts), or None to go on."""
+    anyone = comm.sum([float(stops.requested or 0)])[0] > 0
+    return (stops.requested or int(signal.SIGTERM)) if anyone else None
 
 
-def _progress(cfg, start: int):
-    if not cfg.progress:
-        return None
-    from tqdm.auto import tqdm
+def _check_skips(run: Run, upd, step: int) -> None:
+    """Count consecutive skipped optimiser steps across rollouts; stop the run when they
+    reach ``cfg.max_consecutive_skips`` (a run that trains nothing must not exit 0)."""
+    if upd.skipped < upd.steps:  # a step of this rollout was applied: count from there
+        run.consecutive_skips = upd.trailing_skips
+    else:
+        run.consecutive_skips += upd.skipped
+    limit = run.cfg.max_consecutive_skips
+    if limit and run.consecutive_skips >= limit:
+        raise TrainingAborted(
+            f"stopped at step {step}: the last {run.consecutive_skips} optimiser steps were all "
+            "skipped (non-finite loss, gradient or parameters); fix the cause (lr, clip widths, "
+            "data) and --resume from the last checkpoint, e.g. with a lower --set lr=..."
+        )
 
-    return tqdm(total=cfg.total_steps, initial=start, desc="train", dynamic_ncols=True)
+
+def _due(step: int, every: int, total: int) -> bool:
+    """Every ``every`` steps (0: never) and at the last step."""
+    return step == total or bool(every and step % every == 0)
 
 
-def _train_step(
-    step,
-    cfg,
-    model,
-    ref_model,
-    tokenizer,
-    optimizer,
-    scheduler,
-    stream,
-    reward,
-    pad_id,
-    state,
-    comm=None,
-) -> tuple[dict, list[dict], object]:
-    """One rollout and its K inner steps; updates ``state``; returns (metrics, sample rows,
-    the inner steps' ``UpdateResult``).
+def _train_step(run: Run, step: int) -> tuple[dict, list[dict], object]:
+    """One rollout and its K inner steps; advances ``run``; returns (metrics, sample rows, the
+    inner steps' ``UpdateResult``).
 
-    With ``comm`` (data parallel) this rank handles its share of the prompts; see llm.parallel.comm.
+    Each of the W ranks of ``run.comm`` handles its share of the prompts (W = 1: all of them).
     """
+    cfg, comm, model = run.cfg, run.comm, run.model
     t_step = time.perf_counter()
-    # 1. rollout: P prompts × G samples, scored, shaped, filtered
-    seed, next_prompts, num_prompts = cfg.seed * 1_000_003 + step, stream.next, cfg.prompts_per_step
-    gathered = contextlib.nullcontext()
-    if comm is not None:
-        seed, next_prompts = comm.seed(seed), D.local_prompts(stream.next, comm)
-        num_prompts //= comm.world_size
-        gathered = D.unsharded(model)
-    with gathered:
+    # 1. rollout: P prompts × G samples, scored, shaped, filtered (this rank's P / W)
+    with unsharded(model):
         exp = collect(
-            model, tokenizer, next_prompts, reward, num_prompts=num_prompts,
-            group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
+            model, run.tokenizer, local_prompts(run.stream.next, comm), run.reward,
+            num_prompts=cfg.prompts_per_step // comm.world_size, group_size=cfg.group_size,
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            seed=comm.seed(cfg.seed * 1_000_003 + step),
             batch_size=cfg.generation_batch_size or None, overlong_buffer=cfg.overlong_buffer,
             overlong_scale=cfg.overlong_penalty, dynamic_sampling=cfg.dynamic_sampling,
             max_rounds=cfg.dynamic_sampling_max_rounds, comm=comm, generation=cfg.generation,
@@ -325,43 +187,86 @@ def _train_step(
     micro = cfg.microbatch_size or cfg.minibatch_size or len(exp)
     model.train()
     entropy = None
-    batching = dict(pad_id=pad_id, microbatch=micro, chunk_size=cfg.logprob_chunk_size,
+    batching = dict(pad_id=run.pad_id, microbatch=micro, chunk_size=cfg.logprob_chunk_size,
                     microbatch_tokens=cfg.microbatch_tokens, comm=comm)  # fmt: skip
     if not reuses_onpolicy_logp(cfg):
         exp.old_logp, entropy = sequence_logprobs(model, exp, with_entropy=True, **batching)
-    if ref_model is not None:
-        exp.ref_logp, _ = sequence_logprobs(ref_model, exp, with_entropy=False, **batching)
+    if run.ref_model is not None:
+        exp.ref_logp, _ = sequence_logprobs(run.ref_model, exp, with_entropy=False, **batching)
     t_lp = time.perf_counter()
     # 4. K inner steps over mini-batches
-    inject = step in cfg.debug_inject_nan_logp_at_steps
-    upd = inner_steps(model, optimizer, scheduler, exp, cfg, step=step, pad_id=pad_id,
-                      inject_nan=inject, comm=comm)  # fmt: skip
+    upd = inner_steps(model, run.optimizer, run.scheduler, exp, cfg, step=step,
+                      pad_id=run.pad_id, inject_nan=step in cfg.debug_inject_nan_logp_at_steps,
+                      comm=comm)  # fmt: skip
     t_upd = time.perf_counter()
+    run.step, run.skipped_steps = step, run.skipped_steps + upd.skipped
+    # 5. metrics: this rank's, then over all ranks (the rollout's statistics already are)
     entropy = upd.entropy if entropy is None else entropy  # [N, T] under θ_old
-    state["step"], state["data_pos"] = step, stream.position
-    state["skipped_steps"] += upd.skipped
     tokens = int(exp.lengths.sum())
     token_mask = torch.arange(entropy.shape[1])[None, :] < exp.lengths[:, None]  # [N, T]
-    metrics = dict(exp.stats)
-    metrics.update(upd.metrics)
-    metrics.update({
+    local = dict(upd.metrics)
+    local.update({
         "entropy": float(entropy[token_mask].mean()),
         "advantage/abs_mean": float(exp.advantages.abs().mean()),
-        "skipped_steps": float(state["skipped_steps"]),
-        "data/epoch": float(stream.position // len(stream)),
+        "skipped_steps": float(run.skipped_steps),
+        "data/epoch": float(run.stream.position // len(run.stream)),
         "timing/generate_s": t_gen - t_step,
         "timing/logprob_s": t_lp - t_gen,
         "timing/update_s": t_upd - t_lp,
         "timing/step_s": time.perf_counter() - t_step,
         "tokens_per_s": tokens / max(time.perf_counter() - t_step, 1e-9),
     })  # fmt: skip
-    metrics.update(reward.stats.as_log("reward_check/") if hasattr(reward, "stats") else {})
-    if comm is not None:
-        local = {k: v for k, v in metrics.items() if k not in exp.stats}
-        ent = (float(entropy[token_mask].sum()), float(token_mask.sum()))
-        metrics = dict(exp.stats)  # already over all ranks
-        metrics.update(D.reduce_step_metrics(comm, local, entropy=ent, tokens=tokens))
+    local.update(run.reward.stats.as_log("reward_check/") if hasattr(run.reward, "stats") else {})
+    ent = (float(entropy[token_mask].sum()), float(token_mask.sum()))
+    metrics = dict(exp.stats)
+    metrics.update(reduce_step_metrics(comm, local, entropy=ent, tokens=tokens))
     return metrics, _sample_rows(exp, cfg.num_samples_shown), upd
+
+
+def _advantages(exp, cfg) -> torch.Tensor:
+    """[N] group-relative advantages of the shaped rewards (SPEC section 2)."""
+    lengths = exp.lengths.float() if cfg.advantage_mode == "length_corrected" else None
+    return group_advantages(
+        exp.rewards, cfg.group_size, mode=cfg.advantage_mode, lengths=lengths,
+        std_kind=cfg.std_kind,
+    )  # fmt: skip
+
+
+def _evaluate(run: Run, step: int) -> dict[str, float]:
+    """The eval metrics at ``step``, the problems split over the ranks."""
+    cfg = run.cfg
+    return evaluate_on_ranks(
+        run.comm, run.model, run.tokenizer, run.data.eval, k=cfg.eval_k,
+        max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
+        temperature=cfg.eval_temperature, top_p=cfg.top_p, reward=run.reward,
+        seed=cfg.seed * 7919 + step, batch_size=cfg.generation_batch_size or None,
+        chat_template=cfg.chat_template, generation=cfg.generation,
+    )  # fmt: skip
+
+
+def _sample_rows(exp, k: int) -> list[dict]:
+    rows = []
+    for i in range(min(k, len(exp))):
+        j = i * exp.group_size if i * exp.group_size < len(exp) else i  # one row per group
+        rows.append({
+            "prompt": exp.prompts[j // exp.group_size], "completion": exp.gen.texts[j],
+            "answer": exp.answers[j], "reward": float(exp.rewards[j]),
+            "advantage": float(exp.advantages[j]),
+        })  # fmt: skip
+    return rows
+
+
+def _fmt(value) -> str:
+    """A logged number for the terminal; the logger returns non-finite values as None."""
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "nan"
+
+
+def _progress(cfg, start: int):
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm  # the bar is optional; tqdm loads only when it is shown
+
+    return tqdm(total=cfg.total_steps, initial=start, desc="train", dynamic_ncols=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

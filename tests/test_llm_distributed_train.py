@@ -102,7 +102,7 @@ def local_part(exp: Experience, rows: range) -> Experience:
 
 def run_update(name: str, comm=None, *, inject_nan: bool = False):
     """(model, UpdateResult) after the inner steps of case ``name`` (this rank's half under comm)."""
-    from llm.parallel.comm import shard
+    from llm.parallel.fsdp import shard
     from llm.runstate.setup import make_optimizer
     from llm.update.inner_steps import inner_steps
 
@@ -145,7 +145,7 @@ def reference_two_minibatches(name: str):
 def budget_logprobs(comm=None) -> torch.Tensor:
     """``sequence_logprobs`` [rows, T] under the budget of case ``tic_grpo_token_budget``: this
     rank's half of the rollout on the sharded model, or all of it in one process."""
-    from llm.parallel.comm import shard
+    from llm.parallel.fsdp import shard
     from llm.update.batching import sequence_logprobs
 
     cfg = make_cfg("tic_grpo_token_budget")
@@ -168,8 +168,8 @@ def full_params(model) -> dict[str, torch.Tensor]:
 
 
 def worker(out_dir: str) -> None:
+    from llm.parallel.collectives import init_distributed, teardown
     from llm.parallel.comm import Comm
-    from llm.parallel.fsdp import init_distributed, teardown
 
     info = init_distributed("gloo")
     comm = Comm(info)

@@ -1,8 +1,8 @@
 """Reading and writing ``TrainConfig``: YAML files, ``--set key=value`` overrides, ``build_config``.
 
 Sources, later ones winning: the dataclass defaults → a resumed run's ``config.yaml`` → a preset
-(``llm.config.presets``) → a YAML file (``--config``) → ``--set`` overrides. Every raw value goes through
-``coerce``: YAML values as parsed, ``--set`` values as text (so a string field keeps
+(``llm.config.presets``) → a YAML file (``--config``) → ``--set`` overrides. Every raw value goes
+through ``coerce``: YAML values as parsed, ``--set`` values as text (so a string field keeps
 "Answer: x" verbatim), converted to the field's type or reported as a ``ConfigError`` naming the
 field and the source. ``build_config`` collects every problem of every source and of
 ``validate`` before raising once. ``save_yaml`` writes the resolved config with each field's
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from llm.config.presets import get_preset
 from llm.config.train_config import (
     FIELDS,
     ConfigError,
@@ -224,8 +225,6 @@ def build_config(
 ) -> TrainConfig:
     """Defaults → ``base`` (e.g. a resumed run's config.yaml) → preset → file → ``--set``,
     then validated (see module docstring)."""
-    from llm.config.presets import get_preset
-
     cfg, problems = TrainConfig(), []
     if base:
         cfg = apply_overrides(cfg, base, where="config.yaml", problems=problems)

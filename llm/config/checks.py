@@ -1,6 +1,7 @@
 """Every rule a ``TrainConfig`` must satisfy, as one list of messages that say what to change.
 
-Run by ``llm.config.train_config.validate`` on the resolved config, before any model or data is loaded.
+Run by ``llm.config.train_config.validate`` on the resolved config, before any model or data is
+loaded.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+
+from llm.data.tasks import TASKS  # importing it also registers the tiny_task reward
+from llm.rewards.registry import available_rewards
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 OPTIMIZERS = ("sgd", "adamw")
@@ -158,8 +162,6 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
     for name, value in vars(cfg).items():  # NaN passes every comparison below: reject it here
         if isinstance(value, float) and not math.isfinite(value):
             problems.append(f"{name}={value} is not a finite number")
-    from llm.data.tasks import TASKS
-
     _choice(problems, "tiny_task", cfg.tiny_task, TASKS, suggest)
     _positive(problems, cfg, ("prompts_per_step", "group_size", "max_new_tokens", "lr"))
     _positive(problems, cfg, ("epochs_per_rollout", "total_steps", "eval_k", "keep_checkpoints"))
@@ -188,8 +190,6 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
         problems.append("weight_decay applies to adamw only: set weight_decay=0 or optimizer=adamw")
     if any(s < 1 for s in cfg.debug_inject_nan_logp_at_steps):
         problems.append("debug_inject_nan_logp_at_steps holds step numbers, which start at 1")
-    from llm.rewards.registry import available_rewards
-
     if cfg.reward not in available_rewards():
         problems.append(
             f"reward={cfg.reward!r} is not registered{suggest(cfg.reward, available_rewards())}; "

@@ -1,7 +1,7 @@
 """The trainer's one config: a dataclass whose field docstrings are its documentation.
 
-Sources, later ones winning: the dataclass defaults → a preset (``llm.config.presets``) → a YAML file
-(``--config``) → ``--set key=value`` overrides (values parsed as YAML, then coerced to the field's
+Sources, later ones winning: the dataclass defaults → a preset (``llm.config.presets``) → a YAML
+file (``--config``) → ``--set key=value`` overrides (values parsed as YAML, then coerced to the field's
 type). ``resolve`` fills the method-dependent fields left empty (clip widths, advantage mode,
 aggregation, DAPO's dynamic sampling and overlong buffer) from the method's row in
 ``ticgrpo.METHODS``; ``validate`` rejects every invalid combination before any model is loaded,
@@ -69,7 +69,8 @@ class TrainConfig:
     """Number of synthetic problems written when train_data is "tiny"."""
     # -- reward --
     reward: str = "math"
-    """Registered reward name (llm.rewards.registry.available_rewards()): math | answer_tag | tiny_task."""
+    """Registered reward name (llm.rewards.registry.available_rewards()): math | answer_tag |
+    tiny_task."""
     reward_timeout_s: float = 5.0
     """Per-completion time limit of the reward check, in seconds."""
     # -- rollout --
@@ -84,8 +85,9 @@ class TrainConfig:
     top_p: float = 1.0
     """Nucleus sampling threshold; 1.0 samples from the full distribution."""
     generation: str = "plain"
-    """Sampling path: plain (llm.rollout.sampling.generate, dynamic KV cache; the reference) | static
-    (llm.rollout.static_cache.generate_fast: static KV cache, decode step compiled on CUDA)."""
+    """Sampling path: plain (llm.rollout.sampling.generate, dynamic KV cache; the reference) |
+    static (llm.rollout.static_cache.generate_fast: static KV cache, decode step compiled on
+    CUDA)."""
     generation_batch_size: int = 0
     """Sequences per generate call; 0 means all N at once on CPU and, on CUDA, the largest
     batch whose KV cache fits in free memory (llm.rollout.static_cache.auto_batch_size)."""

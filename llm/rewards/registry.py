@@ -10,8 +10,8 @@ Built-ins:
 - "math": the completion's LAST `\\boxed{...}` compared with the ground truth by math-verify
   (`parse` with LaTeX extraction, then `verify`), in worker processes with a hard per-item
   deadline `timeout_s` (see `llm/rewards/math_worker.py`). Before anything reaches a worker, cheap
-  in-process guards (`llm/rewards/guards.py`) bound the work: only the last `max_completion_chars` characters are looked
-  at, the boxed answer must close within `max_answer_chars` characters and nest braces at most
+  in-process guards (`llm/rewards/guards.py`) bound the work: only the last
+  `max_completion_chars` characters are looked at, the boxed answer must close within `max_answer_chars` characters and nest braces at most
   `MAX_BRACE_DEPTH` deep, and integer power towers / factorials whose value would have more than
   `MAX_DIGITS` digits are rejected (score 0) instead of being computed.
 - "answer_tag": DAPO-style — the last "Answer: X" line, exact match after Minerva normalisation
@@ -19,7 +19,7 @@ Built-ins:
   characters, so bounded without a worker.
 
 Model text is never executed: no `eval`/`exec` here, and the workers refuse sympy's string parser
-except for single numbers or names (see `_reward_worker._guarded`).
+except for single numbers or names (see `math_worker._guarded`).
 """
 
 from __future__ import annotations

@@ -217,3 +217,17 @@ def format_table(step: int, rows: list[dict[str, Any]], *, width: int = 60) -> s
             out.append(f"  {printable(str(key)):<{pad}} │ {lines[0]}")
             out += [f"  {'':<{pad}} │ {line}" for line in lines[1:]]
     return "\n".join(out) + "\n"
+
+
+class NullLogger:
+    """The logger of ranks other than 0 (``llm.parallel.comm``): nothing is written; ``log``
+    returns the metrics as given, like ``RunLogger.log`` returns what it wrote."""
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:  # noqa: ARG002
+        return dict(metrics)
+
+    def samples(self, step: int, rows: Iterable[Mapping[str, Any]]) -> None:  # noqa: ARG002
+        return None
+
+    def close(self) -> None:
+        return None

@@ -1,7 +1,7 @@
-"""Set-up stages of a training run: the run folder, data, model, optimiser, prompt stream.
+"""Set-up stages of a training run: the run folder, data, model, optimiser.
 
-Order matters for reliability: the config is validated first (``llm.config.train_config``), then the data is
-loaded and checked with the tokenizer only, and only then is a model loaded, so a bad row or a
+Order matters for reliability: the config is validated first (``llm.config.train_config``),
+then the data is loaded and checked with the tokenizer only, and only then is a model loaded, so a bad row or a
 too-long prompt fails in seconds with a message naming the file, the row and the field.
 """
 
@@ -11,12 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from llm.config import build as C
 from llm.config.resume import check_resume_config
-from llm.data.loaders import BOXED_INSTRUCTION, check_prompt_lengths, load_examples, render_prompt
+from llm.data.loaders import BOXED_INSTRUCTION, check_prompt_lengths, load_examples
+from llm.data.tiny import build_tiny, write_tiny_task
+from llm.parallel.comm import device_for
 from llm.runstate.run_folder import check_fresh, find_resume_point
 
 #: Held-out problems written for eval_data="tiny".
@@ -64,8 +65,6 @@ def prepare_run(
         checkpoint = find_resume_point(run_dir, start_over=start_over)
     else:
         check_fresh(run_dir, overwrite=overwrite)
-    from llm.data.tiny import write_tiny_task
-
     model = Path(cfg.model)
     if cfg.model == "tiny":
         model = ensure_tiny_model(run_dir / "tiny_model", seed=cfg.seed)
@@ -106,8 +105,6 @@ def ensure_tiny_model(path: Path, *, seed: int) -> Path:
     interrupted, e.g. before its tokenizer was written). A build goes to a temporary folder
     renamed into place, so ``path`` is only ever absent or complete."""
     import shutil
-
-    from llm.data.tiny import build_tiny
 
     if all((path / name).is_file() for name in TINY_MODEL_FILES):
         return path
@@ -159,12 +156,6 @@ def load_data(cfg: C.TrainConfig, paths: RunPaths):
     return tokenizer, Data(train=train, eval=evals, skipped=skipped)
 
 
-def _device(cfg: C.TrainConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
-
-
 def _dtype(cfg: C.TrainConfig, device: torch.device) -> torch.dtype:
     if cfg.dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -174,10 +165,10 @@ def _dtype(cfg: C.TrainConfig, device: torch.device) -> torch.dtype:
 def load_model(cfg: C.TrainConfig, paths: RunPaths, *, device: torch.device | None = None):
     """(policy, frozen reference or None, device); the reference exists only when beta > 0.
 
-    ``device`` overrides ``cfg.device`` (data parallel: this rank's device)."""
+    ``device`` overrides ``cfg.device`` (the trainer passes its communicator's device)."""
     from transformers import AutoModelForCausalLM
 
-    device = device or _device(cfg)
+    device = device or device_for(cfg)
     dtype = _dtype(cfg, device)
     model = AutoModelForCausalLM.from_pretrained(paths.model, dtype=dtype).to(device)
     if cfg.gradient_checkpointing:
@@ -204,35 +195,3 @@ def make_optimizer(cfg: C.TrainConfig, model):
         opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
     )
     return opt, sched
-
-
-class DataStream:
-    """The prompt stream: epoch e visits the examples in a permutation seeded by (seed, e).
-
-    ``position`` (prompts drawn so far) is the only state, saved in checkpoints.
-    """
-
-    def __init__(self, examples: list, tokenizer, cfg: C.TrainConfig, *, position: int = 0):
-        self.examples, self.tokenizer, self.cfg = examples, tokenizer, cfg
-        self.position = position
-        self._epoch, self._order = -1, np.arange(0)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def _index(self, pos: int) -> int:
-        epoch, offset = divmod(pos, len(self.examples))
-        if epoch != self._epoch:
-            rng = np.random.default_rng([self.cfg.seed, epoch])
-            self._epoch, self._order = epoch, rng.permutation(len(self.examples))
-        return int(self._order[offset])
-
-    def next(self, k: int) -> list[tuple[str, str]]:
-        """The next ``k`` (rendered prompt, answer) pairs."""
-        out = []
-        for _ in range(k):
-            ex = self.examples[self._index(self.position)]
-            self.position += 1
-            out.append((render_prompt(ex, self.tokenizer, chat_template=self.cfg.chat_template),
-                        str(ex.answer)))  # fmt: skip
-        return out
