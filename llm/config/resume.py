@@ -9,9 +9,10 @@ shape and the optimiser decide every later step, so changing them mid-run would 
   (``eval_*``) and logging (``samples_every``, ``num_samples_shown``, ``tensorboard``,
   ``progress``);
 - resources, which change how the same computation is laid out, not what it is:
-  ``device``, ``num_threads``, ``generation``, ``generation_batch_size``, ``microbatch_size``,
-  ``microbatch_tokens``, ``logprob_chunk_size``, ``gradient_checkpointing``,
-  ``reward_timeout_s``;
+  ``device``, ``distributed`` (checkpoints are in the single-process format, so a run resumes
+  on any number of processes), ``num_threads``, ``generation``, ``generation_batch_size``,
+  ``microbatch_size``, ``microbatch_tokens``, ``logprob_chunk_size``,
+  ``gradient_checkpointing``, ``reward_timeout_s``;
 - ``lr``: written into the restored optimiser's parameter groups (``apply_lr``), the usual
   way to lower the rate of a run that has started to diverge;
 - run safety: ``max_consecutive_skips``, ``guard_parameters``, and the test-only ``debug_*`` fault injections.
@@ -25,7 +26,7 @@ RESUMABLE = frozenset({
     "total_steps", "save_every", "keep_checkpoints",
     "eval_data", "eval_every", "eval_k", "eval_max_new_tokens", "eval_temperature", "eval_limit",
     "samples_every", "num_samples_shown", "tensorboard", "progress",
-    "device", "num_threads", "generation", "generation_batch_size", "microbatch_size",
+    "device", "distributed", "num_threads", "generation", "generation_batch_size", "microbatch_size",
     "microbatch_tokens", "logprob_chunk_size", "gradient_checkpointing", "reward_timeout_s",
     "lr", "max_consecutive_skips", "guard_parameters", "debug_inject_nan_logp_at_steps",
 })  # fmt: skip
