@@ -209,3 +209,17 @@ def test_a_half_built_tiny_model_folder_is_rebuilt(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in half.iterdir()}
     ensure_tiny_model(half, seed=0)  # complete: left alone
     assert {p: p.stat().st_mtime_ns for p in half.iterdir()} == before
+
+
+def test_a_damaged_folder_of_an_abandoned_timeline_is_quarantined_too(tmp_path):
+    """`latest` says step 2, a damaged step-3 folder lies beyond it: the resume's re-save of
+    step 3 would replace it, so it is moved to quarantine first."""
+    run = tmp_path / "run"
+    small_run(run, total_steps=3, save_every=1, keep_checkpoints=3)
+    root = checkpoint_root(run)
+    (root / "latest").write_text("step-00000002\n")
+    flip_byte(root / "step-00000003" / "model.safetensors")
+    damaged = snapshot(root / "step-00000003")
+    assert main(["--out", str(run), "--resume", "--set", "progress=false"]) == 0
+    assert snapshot(root / "quarantine" / "step-00000003") == damaged
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]

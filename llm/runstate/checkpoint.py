@@ -263,20 +263,6 @@ def _resolve(path: str | os.PathLike, hashes: bool) -> Path | None:
     return None
 
 
-def damaged_checkpoints(
-    run_dir: str | os.PathLike, *, hashes: bool = True
-) -> list[tuple[Path, list[str]]]:
-    """(folder, problems) of every step folder of a run that fails verification, newest first;
-    the run's abandoned and complete ones are left out. Reads only."""
-    root = checkpoint_root(run_dir)
-    out = []
-    for _, p in sorted(_step_dirs(root), reverse=True):
-        problems = verify_checkpoint(p, hashes=hashes)
-        if problems:
-            out.append((p, problems))
-    return out
-
-
 def quarantine(path: str | os.PathLike) -> Path:
     """Move a damaged checkpoint folder aside, out of the step folders that are loaded, pruned
     or re-saved, into ``RUN/checkpoints/quarantine/``; return its new path. Nothing is deleted:

@@ -24,7 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-from llm.runstate.checkpoint import CKPT_DIRNAME, _candidates, checkpoint_root, quarantine
+from llm.runstate.checkpoint import (
+    CKPT_DIRNAME,
+    _candidates,
+    _step_dirs,
+    checkpoint_root,
+    quarantine,
+)
 from llm.runstate.checkpoint import verify_checkpoint as _verify
 
 LOCK_NAME = ".lock"
@@ -120,13 +126,11 @@ def find_resume_point(run_dir: Path, *, start_over: bool) -> Path | None:
     if not run_dir.is_dir():
         raise RunFolderError(f"--resume: {run_dir} does not exist (nothing to continue)")
     root = checkpoint_root(run_dir)
-    found, damaged = None, []
-    for cand in _candidates(root):
-        problems = _verify(cand)
-        if problems:
-            damaged.append((cand, problems))
-        elif found is None:
-            found = cand
+    # every step folder, also those newer than `latest` (an abandoned timeline), whose names a
+    # later save would reuse: a damaged one among them must be moved away before that
+    problems = {p: _verify(p) for _, p in sorted(_step_dirs(root), reverse=True)}
+    found = next((c for c in _candidates(root) if not problems.get(c, ["gone"])), None)
+    damaged = [(p, why) for p, why in problems.items() if why]
     if found is None and not start_over:
         detail = "; ".join(f"{p.name}: {'; '.join(pr)}" for p, pr in damaged) or "none saved"
         raise RunFolderError(
@@ -137,13 +141,10 @@ def find_resume_point(run_dir: Path, *, start_over: bool) -> Path | None:
     if found is None:  # start over: the whole checkpoints folder goes aside, damaged ones too
         discard_run_files(run_dir)
         return None
-    for path, problems in damaged:
+    for path, why in damaged:
         moved = quarantine(path)
-        print(
-            f"ticgrpo train: damaged checkpoint {path.name} ({'; '.join(problems)}) moved to "
-            f"{moved}",
-            file=sys.stderr,
-        )
+        print(f"ticgrpo train: damaged checkpoint {path.name} ({'; '.join(why)}) moved to {moved}",
+              file=sys.stderr)  # fmt: skip
     return found
 
 
