@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="start a fresh run in a non-empty --out, deleting the run there (its config, logs, "
-        "checkpoints and built tiny model/data)",
+        "checkpoints, and the tiny model/data this run builds again); other files are kept",
     )
     p.add_argument(
         "--start-over",

@@ -114,9 +114,13 @@ def test_fresh_run_refuses_a_used_folder_unless_overwrite(tmp_path, capsys):
     (other / "notes.txt").write_text("mine")
     assert main([*argv[:-1], str(other)]) == 2
     assert (other / "notes.txt").read_text() == "mine"
+    (run / "notes.txt").write_text("mine")
     assert main([*argv, "--overwrite", "--set", "seed=1"]) == 0
     assert [r["step"] for r in read_metrics(run)] == [1]  # not appended to the old run
     assert "seed: 1" in (run / "config.yaml").read_text()
+    after = snapshot(run)
+    assert after["data/train.jsonl"] != before["data/train.jsonl"]  # rebuilt, not reused
+    assert (run / "notes.txt").read_text() == "mine"  # not the run's: kept
 
 
 def test_one_writer_per_run_folder_and_a_crashed_owner_leaves_no_stale_lock(tmp_path):

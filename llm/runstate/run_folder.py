@@ -36,8 +36,9 @@ from llm.runstate.checkpoint import verify_checkpoint as _verify
 LOCK_NAME = ".lock"
 #: What a run writes into its folder: removed by ``overwrite``, moved aside by ``start_over``.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.jsonl", CKPT_DIRNAME, "tb")
-#: Built for ``model=tiny`` / ``train_data=tiny``: removed by ``overwrite`` only.
-BUILT_FILES = ("tiny_model", "data")
+#: Built for ``model=tiny`` / ``train_data=tiny`` / ``eval_data=tiny``: ``overwrite`` removes
+#: the ones the new run builds again (never a data file the new run does not replace).
+BUILT_FILES = ("tiny_model", "data/train.jsonl", "data/eval.jsonl")
 
 
 class RunFolderError(RuntimeError):
@@ -95,9 +96,10 @@ def folder_contents(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
 
 
-def check_fresh(run_dir: Path, *, overwrite: bool) -> None:
+def check_fresh(run_dir: Path, *, overwrite: bool, rebuilt: tuple[str, ...] = ()) -> None:
     """Refuse a fresh run in a folder that holds anything, unless ``overwrite``: then delete
-    the earlier run's files (``RUN_FILES`` and ``BUILT_FILES``), nothing else."""
+    the earlier run's outputs (``RUN_FILES``) and the built files the new run writes again
+    (``rebuilt``, a subset of ``BUILT_FILES``), so none of them is reused; nothing else."""
     found = folder_contents(run_dir)
     if not found:
         return
@@ -110,7 +112,7 @@ def check_fresh(run_dir: Path, *, overwrite: bool) -> None:
         )
     import shutil
 
-    for name in (*RUN_FILES, *BUILT_FILES):
+    for name in (*RUN_FILES, *(b for b in BUILT_FILES if b in rebuilt)):
         p = run_dir / name
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)

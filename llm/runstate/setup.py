@@ -64,7 +64,9 @@ def prepare_run(
         check_resume_config(cfg, run_dir / "config.yaml")
         checkpoint = find_resume_point(run_dir, start_over=start_over)
     else:
-        check_fresh(run_dir, overwrite=overwrite)
+        rebuilt = [name for name, tiny in (("tiny_model", cfg.model), ("data/train.jsonl",
+                   cfg.train_data), ("data/eval.jsonl", cfg.eval_data)) if tiny == "tiny"]  # fmt: skip
+        check_fresh(run_dir, overwrite=overwrite, rebuilt=tuple(rebuilt))
     model = Path(cfg.model)
     if cfg.model == "tiny":
         model = ensure_tiny_model(run_dir / "tiny_model", seed=cfg.seed)
