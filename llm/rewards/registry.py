@@ -13,7 +13,9 @@ Built-ins:
   in-process guards (`llm/rewards/guards.py`) bound the work: only the last
   `max_completion_chars` characters are looked at, the boxed answer must close within `max_answer_chars` characters and nest braces at most
   `MAX_BRACE_DEPTH` deep, and integer power towers / factorials whose value would have more than
-  `MAX_DIGITS` digits are rejected (score 0) instead of being computed.
+  `MAX_DIGITS` digits are rejected (score 0) instead of being computed. The ground truth passes
+  the same guards, and a batch has a wall-clock budget (`batch_timeout`), so hostile items
+  cannot each cost a deadline in turn.
 - "answer_tag": DAPO-style — the last "Answer: X" line, exact match after Minerva normalisation
   (Lewkowycz et al. 2022), as in the DAPO-Math-17K prompts. Pure string work on the last 300
   characters, so bounded without a worker.
