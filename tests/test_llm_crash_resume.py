@@ -128,8 +128,10 @@ def test_sigint_saves_at_the_next_step_and_resume_matches_uninterrupted(tmp_path
 
 
 def test_a_second_sigterm_stops_at_once(tmp_path):
+    """Steps of about a second (128 sequences of up to 128 tokens), so the second signal, sent
+    as soon as the first is acknowledged, lands while the step is still running."""
     model = shared_tiny_model()
-    args = [*_args(model), "--set", "save_every=0", "--set", "max_new_tokens=64",
+    args = [*_args(model), "--set", "save_every=0", "--set", "max_new_tokens=128",
             "--set", "prompts_per_step=16", "--set", "group_size=8", "--set",
             "minibatch_size=128", "--out", str(tmp_path / "run")]  # fmt: skip
     proc = _start(args)
