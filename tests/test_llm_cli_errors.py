@@ -130,7 +130,7 @@ def test_eval_argument_errors_come_before_any_work(tmp_path, capsys, eval_data):
     afile.write_text("{}")
     assert eval_main([*base, "--out", str(afile)]) == 2
     (line,) = our_lines(capsys)
-    assert line == f"ticgrpo eval: --out {afile} is a file: give a folder for eval_results.json"
+    assert line == f"ticgrpo eval: --out {afile} is a file: give a folder for the results"
 
 
 def test_ctrl_c_in_any_command_is_one_line_and_code_130(monkeypatch, capsys):

@@ -176,7 +176,7 @@ def test_one_code_path_for_one_or_many_processes():
     assert [f for f in forks if f.split(":")[0] not in allowed] == [], forks
 
 
-STAGES = ("config", "data", "rollout", "rewards", "update", "runstate", "parallel")
+STAGES = ("config", "data", "rollout", "rewards", "update", "runstate", "parallel", "eval")
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -192,4 +192,4 @@ def test_stage_folder_has_a_light_init_with_its_question(stage):
 
 def test_only_the_entry_points_stay_at_the_top():
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__.py", "evaluate.py", "train.py"], top
+    assert top == ["__init__.py", "evaluate.py", "study.py", "train.py"], top

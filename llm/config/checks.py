@@ -164,7 +164,7 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
             problems.append(f"{name}={value} is not a finite number")
     _choice(problems, "tiny_task", cfg.tiny_task, TASKS, suggest)
     _positive(problems, cfg, ("prompts_per_step", "group_size", "max_new_tokens", "lr"))
-    _positive(problems, cfg, ("epochs_per_rollout", "total_steps", "eval_k", "keep_checkpoints"))
+    _positive(problems, cfg, ("epochs_per_rollout", "eval_k", "keep_checkpoints"))
     _positive(problems, cfg, ("logprob_chunk_size", "tiny_task_size", "reward_timeout_s"))
     _positive(
         problems,
@@ -173,7 +173,7 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
             "minibatch_size", "microbatch_size", "generation_batch_size", "max_prompt_tokens",
             "warmup_steps", "max_grad_norm", "weight_decay", "samples_every", "num_samples_shown",
             "eval_every", "eval_max_new_tokens", "eval_limit", "save_every", "num_threads",
-            "dynamic_sampling_max_rounds", "microbatch_tokens", "max_consecutive_skips",
+            "dynamic_sampling_max_rounds", "microbatch_tokens", "total_steps", "max_consecutive_skips",
         ),
         allow_zero=True,
     )  # fmt: skip

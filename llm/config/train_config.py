@@ -172,7 +172,8 @@ class TrainConfig:
     """Token positions per lm_head chunk in the log-prob pass (memory vs speed)."""
     # -- loop --
     total_steps: int = 100
-    """Number of rollouts (outer steps) of the run."""
+    """Number of rollouts (outer steps) of the run; 0 means one epoch, len(train) //
+    prompts_per_step steps, counted once the data is loaded (every prompt used at most once)."""
     samples_every: int = 10
     """Print and record a table of sample completions every this many steps; 0 disables."""
     num_samples_shown: int = 4

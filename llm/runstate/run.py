@@ -34,6 +34,7 @@ from llm.runstate.setup import (
     load_data,
     load_model,
     make_optimizer,
+    one_epoch_steps,
     prepare_run,
     save_run_config,
 )
@@ -122,6 +123,7 @@ def _restore(cfg, run_dir, comm, held, resume, overwrite, start_over) -> Run:
     paths = on_main(comm, lambda: _open_folder(cfg, run_dir, resume, overwrite, start_over, held))
     _seed_everything(cfg)
     tokenizer, data = load_data(cfg, paths)  # bad rows fail here, before the model loads
+    given, cfg = cfg, one_epoch_steps(cfg, len(data.train))  # total_steps=0: one epoch
     reward = get_reward(cfg.reward, timeout_s=cfg.reward_timeout_s)
     model, ref_model, _device = load_model(cfg, paths, device=comm.device)
     layout = model_layout(model)
@@ -138,7 +140,7 @@ def _restore(cfg, run_dir, comm, held, resume, overwrite, start_over) -> Run:
                              layout=layout)  # fmt: skip
         apply_lr(optimizer, scheduler, cfg.lr)  # lr may change on resume: it takes effect
         if comm.is_main:  # the resume is valid: config.yaml now describes the continued run
-            save_run_config(cfg, run_dir)
+            save_run_config(given, run_dir)
     pad_id = tokenizer.pad_token_id
     return Run(
         cfg=cfg, run_dir=run_dir, comm=comm, tokenizer=tokenizer, data=data,

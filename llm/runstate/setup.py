@@ -7,6 +7,7 @@ too-long prompt fails in seconds with a message naming the file, the row and the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,14 @@ def load_data(cfg: C.TrainConfig, paths: RunPaths):
             evals, tokenizer, None, on_error=cfg.on_bad_rows, chat_template=cfg.chat_template
         ).examples
     return tokenizer, Data(train=train, eval=evals, skipped=skipped)
+
+
+def one_epoch_steps(cfg: C.TrainConfig, num_examples: int) -> C.TrainConfig:
+    """``cfg`` with ``total_steps=0`` replaced by one epoch, ``num_examples // prompts_per_step``
+    rollouts (a last partial batch is dropped, so every prompt is used at most once)."""
+    if cfg.total_steps:
+        return cfg
+    return dataclasses.replace(cfg, total_steps=num_examples // cfg.prompts_per_step)
 
 
 def _dtype(cfg: C.TrainConfig, device: torch.device) -> torch.dtype:
