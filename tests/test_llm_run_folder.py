@@ -167,6 +167,17 @@ def test_resume_refuses_changed_run_defining_keys_and_writes_nothing(tmp_path, c
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]
 
 
+def test_resume_to_fewer_steps_than_the_checkpoint_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    small_run(run)
+    before = snapshot(run)
+    capsys.readouterr()
+    assert main(["--out", str(run), "--resume", "--set", "total_steps=1"]) == 2
+    err = capsys.readouterr().err
+    assert "total_steps=1 is below the checkpoint's step 2" in err
+    assert snapshot(run) == before
+
+
 def test_empty_config_yaml_is_an_error_not_the_defaults(tmp_path, capsys):
     run = tmp_path / "run"
     small_run(run)

@@ -85,8 +85,21 @@ def check_resume_config(cfg, path) -> list[str]:
     allowed, refused = resume_differences(saved_config(path), cfg)
     if refused:
         raise ConfigError([
-            f"--resume cannot change {line} (the run in {path.parent} was made with the old "
-            "value; start a new run with another --out to change it)"
-            for line in refused
+            *(f"--resume cannot change {line}" for line in refused),
+            f"(the run in {path.parent} was made with the old values: start a new run with "
+            "another --out to change them; a resume may change only "
+            "llm.config.resume.RESUMABLE keys)",
         ])  # fmt: skip
     return allowed
+
+
+def check_resume_length(total_steps: int, checkpoint_step: int) -> None:
+    """A resume must not end before its checkpoint (config.yaml would then name fewer steps
+    than the run holds)."""
+    from llm.config.train_config import ConfigError
+
+    if total_steps < checkpoint_step:
+        raise ConfigError([
+            f"--resume: total_steps={total_steps} is below the checkpoint's step "
+            f"{checkpoint_step}; give total_steps >= {checkpoint_step}"
+        ])  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llm.config.resume import apply_lr
+from llm.config.resume import apply_lr, check_resume_length
 from llm.config.train_config import TrainConfig
 from llm.data.stream import DataStream
 from llm.parallel.checkpoint import Layout, load_full_checkpoint, model_layout
@@ -131,6 +131,7 @@ def _restore(cfg, run_dir, comm, held, resume, overwrite, start_over) -> Run:
     state = {"step": 0, "data_pos": 0, "skipped_steps": 0}
     if ckpt is not None:  # full weights and RNG streams into every rank's copy, then shard
         state = load_checkpoint(ckpt, model=model, optimizer=None, hashes=False)
+        check_resume_length(cfg.total_steps, state["step"])
     shard(comm, model)
     if ref_model is not None:
         shard(comm, ref_model)
