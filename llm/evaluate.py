@@ -77,6 +77,10 @@ def _check_args(args: argparse.Namespace) -> str | None:
     """The first problem with the arguments (None when fine); fills --data's defaults."""
     if not (Path(args.model) / "config.json").is_file():
         return f"--model {args.model}: not a model folder (no config.json)"
+    if args.checkpoint and not Path(args.checkpoint).is_dir():
+        return f"--checkpoint {args.checkpoint}: no such folder (a run or checkpoint folder)"
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        return f"--out {args.out} is a file: give a folder for the results"
     if bool(args.data) == bool(args.suite):
         return "give exactly one of --data FILE (one benchmark) or --suite NAME|FILE"
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
@@ -176,11 +180,32 @@ def _suite_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_problem(path: str) -> str | None:
+    """Why ``--checkpoint`` cannot be loaded, found before the model is (None when it can)."""
+    from llm.runstate.checkpoint import CheckpointError, latest_checkpoint
+
+    try:
+        found = latest_checkpoint(path)
+    except CheckpointError as e:
+        return f"--checkpoint {e}"
+    return None if found is not None else f"--checkpoint {path}: no complete checkpoint in it"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from llm.runstate.checkpoint import CheckpointError
+
     args = build_parser().parse_args(argv)
-    if msg := _check_args(args):
+    if msg := _check_args(args) or (args.checkpoint and _checkpoint_problem(args.checkpoint)):
         print(f"ticgrpo eval: {msg}", file=sys.stderr)
         return 2
+    try:
+        return _main(args)
+    except CheckpointError as e:  # e.g. weights of another architecture than --model
+        print(f"ticgrpo eval: {' '.join(str(e).split())[:500]}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.suite:
         return _suite_main(args)
     from llm.data.loaders import load_examples

@@ -1,6 +1,7 @@
 """``ticgrpo train``: GRPO-family RL of a causal LM, one readable loop.
 
-    ticgrpo train [--preset NAME | --config FILE] [--set key=value ...] [--out RUN_DIR] [--resume]
+    ticgrpo train [--preset NAME | --config FILE] [--set key=value ...] [--out RUN_DIR]
+                  [--resume [--start-over] | --overwrite]
 
 Set-up is ``llm.runstate.run.open_run`` (run folder, data, reward, model, optimiser, resume).
 Per step: draw P prompts → sample G completions each (``llm.rollout``) → rewards
@@ -13,13 +14,16 @@ this same loop: the communicator (``llm.parallel.comm``) is a world of one in a 
 The run folder holds ``config.yaml``, ``metrics.jsonl``, ``samples.jsonl``, ``checkpoints/`` and
 (for "tiny") the built model and data. ``--resume`` restores weights, optimiser, scheduler, RNG
 streams and the data position and continues exactly (every random draw is seeded from the
-step, so the metrics match an uninterrupted run on CPU).
+step, so the metrics match an uninterrupted run on CPU). The run folder's rules (one writer, no
+silent restart, which keys a resume may change, Ctrl-C saves) are in docs/RELIABILITY.md, "The
+run folder".
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,42 +31,73 @@ from pathlib import Path
 import torch
 
 from llm.config import build as C
+from llm.config.resume import saved_config_dict
+from llm.data.readers import DataError
 from llm.evaluate import evaluate_on_ranks
 from llm.parallel.checkpoint import save_full_checkpoint
 from llm.parallel.comm import finish, local_prompts, reduce_step_metrics, start
 from llm.parallel.fsdp import unsharded
+from llm.rewards.math_worker import WorkerError
 from llm.rollout.experience import collect
-from llm.runstate.logging import NullLogger, RunLogger
+from llm.runstate.errors import CheckpointError
+from llm.runstate.logging import NullLogger, RunLogger, printable
 from llm.runstate.run import Run, open_run
+from llm.runstate.run_folder import RunFolderError
+from llm.runstate.stopping import Stopped, StopSignals
 from llm.update.batching import sequence_logprobs
 from llm.update.inner_steps import inner_steps, reuses_onpolicy_logp
 from ticgrpo import group_advantages
 
+#: Problems with what the user asked for: one line on stderr and exit code 2, no traceback.
+USER_ERRORS = (C.ConfigError, RunFolderError, CheckpointError, DataError, WorkerError)
 
-def train(cfg: C.TrainConfig, run_dir: str | Path, *, resume: bool = False) -> dict:
+
+class TrainingAborted(RuntimeError):
+    """The run cannot make progress (e.g. every optimiser step is skipped)."""
+
+
+def train(
+    cfg: C.TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    start_over: bool = False,
+) -> dict:
     """Run (or resume) training into ``run_dir``; return the last step's logged metrics.
 
+    A fresh run needs an empty ``run_dir`` (``overwrite`` replaces an earlier run in it); a
+    resume needs a usable checkpoint (``start_over`` begins again at step 1 when there is
+    none) and may change only ``llm.config.resume.RESUMABLE`` keys. One process writes a run
+    folder (``llm.runstate.run_folder.RunLock``). SIGINT/SIGTERM stop after the current step
+    with a checkpoint and raise ``llm.runstate.stopping.Stopped``.
     Under torchrun with ``distributed=true`` every rank runs this; a plain run is a world of one
     (``llm.parallel.comm``), through the same code.
     """
     comm = start(cfg)
     try:
-        return _train(open_run(cfg, Path(run_dir), resume=resume, comm=comm), resume)
+        run = open_run(cfg, Path(run_dir), resume=resume, comm=comm, overwrite=overwrite,
+                       start_over=start_over)  # fmt: skip
+        try:
+            with StopSignals(announce=comm.is_main) as stops:
+                return _train(run, stops)
+        finally:
+            run.close()
     finally:
         finish(comm)
 
 
-def _train(run: Run, resume: bool) -> dict:
+def _train(run: Run, stops: StopSignals) -> dict:
     cfg, comm = run.cfg, run.comm
     logger = NullLogger()  # ranks other than 0 write nothing
     if comm.is_main:
         logger = RunLogger(run.run_dir, tensorboard=cfg.tensorboard,
-                           resume_step=run.step if resume else None)  # fmt: skip
+                           resume_step=run.step if run.resumed else None)  # fmt: skip
     bar = _progress(cfg, run.step) if comm.is_main else None
     last: dict = {}
     try:
         for step in range(run.step + 1, cfg.total_steps + 1):
-            last, samples = _train_step(run, step)  # stages 1-5
+            last, samples, upd = _train_step(run, step)  # stages 1-5
             # 6. periodic evaluation (the problems split over the ranks)
             if run.data.eval and _due(step, cfg.eval_every, cfg.total_steps):
                 t0 = time.perf_counter()
@@ -73,12 +108,19 @@ def _train(run: Run, resume: bool) -> dict:
             last = logger.log(step, last)
             if cfg.samples_every and step % cfg.samples_every == 0:
                 logger.samples(step, samples)
-            # 8. checkpoint (gathered from the shards when W > 1; rank 0 writes)
-            if _due(step, cfg.save_every, cfg.total_steps):
+            _check_skips(run, upd, step)
+            # 8. checkpoint (gathered from the shards when W > 1; rank 0 writes), also on a
+            # stop signal: the step is done, so this is the safe point to save and leave
+            signum = _stop_signal(stops, comm)
+            if signum or _due(step, cfg.save_every, cfg.total_steps):
                 save_full_checkpoint(comm, run.run_dir, step, model=run.model,
                                      optimizer=run.optimizer, scheduler=run.scheduler,
                                      trainer_state=run.trainer_state(), keep=cfg.keep_checkpoints,
                                      layout=run.layout)  # fmt: skip
+            if signum:
+                raise Stopped(f"stopped by {signal.Signals(signum).name} after step {step} "
+                              f"(checkpoint saved); continue with: ticgrpo train --out "
+                              f"{run.run_dir} --resume", signum)  # fmt: skip
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(reward=_fmt(last.get("reward/mean")), skipped=run.skipped_steps)
@@ -89,13 +131,36 @@ def _train(run: Run, resume: bool) -> dict:
     return last
 
 
+def _stop_signal(stops: StopSignals, comm) -> int | None:
+    """The signal every rank stops on (any rank's counts), or None to go on."""
+    anyone = comm.sum([float(stops.requested or 0)])[0] > 0
+    return (stops.requested or int(signal.SIGTERM)) if anyone else None
+
+
+def _check_skips(run: Run, upd, step: int) -> None:
+    """Count consecutive skipped optimiser steps across rollouts; stop the run when they
+    reach ``cfg.max_consecutive_skips`` (a run that trains nothing must not exit 0)."""
+    if upd.skipped < upd.steps:  # a step of this rollout was applied: count from there
+        run.consecutive_skips = upd.trailing_skips
+    else:
+        run.consecutive_skips += upd.skipped
+    limit = run.cfg.max_consecutive_skips
+    if limit and run.consecutive_skips >= limit:
+        raise TrainingAborted(
+            f"stopped at step {step}: the last {run.consecutive_skips} optimiser steps were all "
+            "skipped (non-finite loss, gradient or parameters); fix the cause (lr, clip widths, "
+            "data) and --resume from the last checkpoint, e.g. with a lower --set lr=..."
+        )
+
+
 def _due(step: int, every: int, total: int) -> bool:
     """Every ``every`` steps (0: never) and at the last step."""
     return step == total or bool(every and step % every == 0)
 
 
-def _train_step(run: Run, step: int) -> tuple[dict, list[dict]]:
-    """One rollout and its K inner steps; advances ``run``; returns (metrics, sample rows).
+def _train_step(run: Run, step: int) -> tuple[dict, list[dict], object]:
+    """One rollout and its K inner steps; advances ``run``; returns (metrics, sample rows, the
+    inner steps' ``UpdateResult``).
 
     Each of the W ranks of ``run.comm`` handles its share of the prompts (W = 1: all of them).
     """
@@ -155,7 +220,7 @@ def _train_step(run: Run, step: int) -> tuple[dict, list[dict]]:
     ent = (float(entropy[token_mask].sum()), float(token_mask.sum()))
     metrics = dict(exp.stats)
     metrics.update(reduce_step_metrics(comm, local, entropy=ent, tokens=tokens))
-    return metrics, _sample_rows(exp, cfg.num_samples_shown)
+    return metrics, _sample_rows(exp, cfg.num_samples_shown), upd
 
 
 def _advantages(exp, cfg) -> torch.Tensor:
@@ -227,33 +292,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its latest complete checkpoint",
+        help="continue the run in --out from its latest complete checkpoint (only the keys in "
+        "llm.config.resume.RESUMABLE may change, e.g. total_steps, eval and logging, lr)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a fresh run in a non-empty --out, deleting the run there (its config, logs, "
+        "checkpoints, and the tiny model/data this run builds again); other files are kept",
+    )
+    p.add_argument(
+        "--start-over",
+        action="store_true",
+        help="with --resume: when the run has no usable checkpoint, begin it again from step 1 "
+        "(its logs and checkpoints are moved to RUN/discarded-<time>/)",
     )
     return p
 
 
+def _check_paths(args, run_dir: Path) -> str | None:
+    """What is wrong with --out / --config / the flags, before anything is read or written."""
+    if args.start_over and not args.resume:
+        return "--start-over goes with --resume (a fresh run in a used folder: --overwrite)"
+    if args.overwrite and args.resume:
+        return "--overwrite starts a new run; it cannot be combined with --resume"
+    if args.config and not Path(args.config).is_file():
+        what = "is a folder" if Path(args.config).is_dir() else "does not exist"
+        return f"--config {args.config} {what}: give a YAML file"
+    if run_dir.exists() and not run_dir.is_dir():
+        return f"--out {run_dir} is a file: give a folder for the run"
+    if args.resume and not run_dir.is_dir():
+        return f"--resume: {run_dir} does not exist (nothing to continue)"
+    parent = next((q for q in (run_dir, *run_dir.parents) if q.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"--out {run_dir}: cannot write in {parent}; choose a writable folder"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``ticgrpo train``: 0 when done; 2 for a problem with the command, its config, data or
+    run folder (one line on stderr, found before training starts); 3 when the run cannot go on
+    (e.g. every step skipped); 128+signal when stopped by SIGINT/SIGTERM after saving."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     preset = args.preset or (None if (args.config or args.resume) else "tiny")
     if args.resume and not args.out:
         print("ticgrpo train: --resume needs --out RUN_DIR (the run to continue)", file=sys.stderr)
         return 2
     run_dir = Path(args.out or f"runs/{preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}")
-    try:
-        base = C.load_yaml(run_dir / "config.yaml") if args.resume else None
-        cfg = C.build_config(preset=preset, config_file=args.config, overrides=args.overrides,
-                             base=base)  # fmt: skip
-    except (C.ConfigError, ValueError) as e:
-        print(f"ticgrpo train: {e}", file=sys.stderr)
+    problem = _check_paths(args, run_dir)
+    if problem:
+        print(f"ticgrpo train: {problem}", file=sys.stderr)
         return 2
     try:
-        last = train(cfg, run_dir, resume=args.resume)
-    except C.ConfigError as e:
+        base = saved_config_dict(run_dir / "config.yaml") if args.resume else None
+        cfg = C.build_config(preset=preset, config_file=args.config, overrides=args.overrides,
+                             base=base)  # fmt: skip
+        last = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
+                     start_over=args.start_over)  # fmt: skip
+    except Stopped as e:
         print(f"ticgrpo train: {e}", file=sys.stderr)
+        return e.code
+    except TrainingAborted as e:
+        print(f"ticgrpo train: {e}", file=sys.stderr)
+        return 3
+    except USER_ERRORS as e:
+        print(f"ticgrpo train: {_one_line(e)}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per rank
         print(f"run folder: {run_dir}  final reward/mean={_fmt(last.get('reward/mean'))}")
     return 0
+
+
+def _one_line(e: Exception) -> str:
+    """One line; a config error with several problems keeps its list, one per line."""
+    if isinstance(e, C.ConfigError) and len(e.problems) > 1:
+        return "\n".join(printable(line) for line in str(e).splitlines())
+    if isinstance(e, C.ConfigError):
+        return printable(f"invalid config: {' '.join(e.problems[0].split())}")
+    return printable(" ".join(str(e).split()))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"ticgrpo: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside a handler of the command's own (train saves)
+        print(f"ticgrpo {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

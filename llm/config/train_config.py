@@ -157,6 +157,12 @@ class TrainConfig:
     """Linear learning-rate warmup over this many optimiser steps."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold on the global norm; 0 disables clipping."""
+    guard_parameters: bool = True
+    """Undo an optimiser step that leaves any parameter non-finite (restoring the parameters and
+    optimiser state, at the memory cost of one copy of both) and count it as skipped."""
+    max_consecutive_skips: int = 20
+    """Stop the run with an error after this many skipped optimiser steps in a row (non-finite
+    loss, gradient or parameters); 0 never stops."""
     reuse_onpolicy_logp: bool = True
     """Skip the separate old-log-prob pass when it is redundant: with one inner step over the
     whole rollout (epochs_per_rollout=1, one mini-batch), or under no_is, θ = θ_old when the

@@ -88,6 +88,18 @@ def get_path(record: object, path: str) -> object:
     return node
 
 
+def _unicode(text: str, field_name: str) -> str:
+    """``text`` unchanged when it is valid Unicode; a lone UTF-16 surrogate (JSON allows
+    ``"\\ud800"``) cannot be encoded, so no tokenizer can take it: a row error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _RowError(
+            field_name, f"contains a lone UTF-16 surrogate at character {exc.start} (not text)"
+        ) from None
+    return text
+
+
 def answer_text(value: object, field_name: str) -> str:
     """The ground truth as a string: str (stripped, non-empty), int, or finite float.
 
@@ -102,9 +114,12 @@ def answer_text(value: object, field_name: str) -> str:
     if isinstance(value, str):
         if not value.strip():
             raise _RowError(field_name, "empty answer")
-        return value.strip()
+        return _unicode(value.strip(), field_name)
     if isinstance(value, numbers.Integral):
-        return str(int(value))
+        try:
+            return str(int(value))
+        except ValueError:  # Python's int -> str limit: more than 4300 digits
+            raise _RowError(field_name, "integer answer has more than 4300 digits") from None
     if isinstance(value, numbers.Real):
         x = float(value)
         if not math.isfinite(x):
@@ -120,7 +135,7 @@ def problem_text(value: object, field_name: str) -> str:
         raise _RowError(field_name, f"expected a string, got {type(value).__name__}")
     if not value.strip():
         raise _RowError(field_name, "empty prompt")
-    return value.strip()
+    return _unicode(value.strip(), field_name)
 
 
 def chat_messages(value: object, field_name: str) -> tuple[dict[str, str], ...]:
@@ -140,7 +155,7 @@ def chat_messages(value: object, field_name: str) -> tuple[dict[str, str], ...]:
             raise _RowError(f"{field_name}.{k}.role", f"expected one of {ROLES}, got {role!r:.40}")
         if not isinstance(content, str):
             raise _RowError(f"{field_name}.{k}.content", f"expected a string, got {content!r:.40}")
-        messages.append({"role": role, "content": content})
+        messages.append({"role": role, "content": _unicode(content, f"{field_name}.{k}.content")})
     if not any(m["role"] == "user" and m["content"].strip() for m in messages):
         raise _RowError(field_name, "empty prompt (no user message with content)")
     return tuple(messages)
@@ -302,24 +317,33 @@ def prompt_token_count(text: str, tokenizer) -> int:
 def check_prompt_lengths(
     examples: list[Example],
     tokenizer,
-    max_prompt_tokens: int,
+    max_prompt_tokens: int | None,
     *,
     on_error: str = "raise",
     chat_template: bool = True,
 ) -> LoadResult:
-    """Keep the examples whose rendered prompt has at most `max_prompt_tokens` tokens.
+    """Keep the examples whose prompt renders and tokenizes, with at most `max_prompt_tokens`
+    tokens (None: any length; the prompts are still rendered and tokenized, so what the
+    rollout will see is checked before training starts).
 
-    on_error="raise": DataError naming file, row and the token counts for the first too-long
-    prompt; "skip": drop and count them.
+    on_error="raise": DataError naming file, row and the token counts (or the tokenizer's
+    complaint) for the first bad prompt; "skip": drop and count them.
     """
     if on_error not in ("raise", "skip"):
         raise DataError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if max_prompt_tokens < 1:
-        raise DataError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise DataError(f"max_prompt_tokens must be >= 1 or None, got {max_prompt_tokens}")
     result = LoadResult([])
     for ex in examples:
-        n = prompt_token_count(render_prompt(ex, tokenizer, chat_template=chat_template), tokenizer)
-        if n <= max_prompt_tokens:
+        try:
+            text = render_prompt(ex, tokenizer, chat_template=chat_template)
+            n = prompt_token_count(text, tokenizer)
+        except Exception as exc:  # noqa: BLE001 - any tokenizer/template failure names the row
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            _fail(result, f"{ex.source}: row {ex.row}: field 'prompt': the tokenizer cannot "
+                          f"take the rendered prompt ({reason})", on_error, 1)  # fmt: skip
+            continue
+        if max_prompt_tokens is None or n <= max_prompt_tokens:
             result.examples.append(ex)
             continue
         message = (

@@ -158,7 +158,8 @@ def on_main(comm: Comm, fn: Callable[[], object]) -> object:
     """Run ``fn`` on rank 0 only and hand its result (or its error) to every rank.
 
     Rank 0 re-raises its own exception; the other ranks raise a ``ConfigError`` with the same
-    problems, or a ``RuntimeError`` naming rank 0's error, so no rank is left waiting.
+    problems, or rank 0's error class with its message (a ``RuntimeError`` naming it when the
+    class takes other arguments), so no rank is left waiting.
     """
     outcome: tuple = ("ok", None)
     error: BaseException | None = None
@@ -168,14 +169,19 @@ def on_main(comm: Comm, fn: Callable[[], object]) -> object:
         except ConfigError as e:
             outcome, error = ("config", e.problems), e
         except Exception as e:  # noqa: BLE001 - forwarded to the other ranks, then re-raised
-            outcome, error = ("error", f"{type(e).__name__}: {e}"), e
+            outcome, error = ("error", (type(e), str(e))), e
     kind, value = comm.broadcast(outcome)
     if error is not None:
         raise error
     if kind == "config":
         raise ConfigError(value)
-    if kind == "error":
-        raise RuntimeError(f"rank 0 failed: {value}")
+    if kind == "error":  # the same error class where it takes a message (RunFolderError, ...)
+        cls, message = value
+        try:
+            error = cls(message)
+        except Exception:  # noqa: BLE001 - a class with another signature
+            error = RuntimeError(f"rank 0 failed: {cls.__name__}: {message}")
+        raise error
     return value
 
 

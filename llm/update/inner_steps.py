@@ -21,7 +21,10 @@ step (one epoch, one mini-batch of all N rows) or by the no-IS pass, that step's
 float rounding of a differently batched forward (the ratio is exactly 1 instead of 1 ± ulp).
 
 Numerics: a step whose loss or gradient is not finite never reaches the weights: the gradient
-is dropped, the optimiser is not stepped, and the step is counted as skipped.
+is dropped, the optimiser is not stepped, and the step is counted as skipped. A step whose
+result is not finite (a finite gradient times a huge rate) is undone: parameters and optimiser
+state are put back as they were (``guard_parameters``) and it is counted as skipped too; the
+trainer stops the run after ``max_consecutive_skips`` skipped steps in a row.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class UpdateResult:
     metrics: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     skipped: int = 0
+    trailing_skips: int = 0  # skipped steps since the last applied one (all of them if none)
     entropy: torch.Tensor | None = None  # [N, T] at θ_old, when the old log-probs were reused
 
 
@@ -196,7 +200,7 @@ def _minibatch_metrics(
 
 
 def _guarded_step(
-    model, optimizer, scheduler, cfg, loss: float, comm: Comm | None = None
+    model, optimizer, scheduler, cfg, loss: float, comm: Comm | None = None, probe=None
 ) -> tuple[bool, float, float]:
     """Clip and apply the accumulated gradient unless the loss or the gradient is non-finite.
 
@@ -214,10 +218,57 @@ def _guarded_step(
     loss, bad = as_comm(comm).sum([loss, float(not applied)])
     applied = bad == 0 and math.isfinite(loss)
     if applied:
-        optimizer.step()
+        applied = _checked_step(model, optimizer, cfg, comm, probe)
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     return applied, norm, loss
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a parameter (a DTensor's local shard under FSDP2), sharing storage."""
+    return p.to_local() if hasattr(p, "to_local") else p
+
+
+@torch.no_grad()
+def _checked_step(model, optimizer, cfg, comm=None, probe=None) -> bool:
+    """``optimizer.step()``, undone when its result is not finite (e.g. a huge lr).
+
+    With ``cfg.guard_parameters`` the parameters and the optimiser state are copied before
+    the step and put back when, on any rank, a parameter is not finite or the stepped model's
+    last-position logits on ``probe`` (a one-row ``Batch``) are not (finite weights so large
+    that the forward overflows would crash the next rollout's sampling). Returns whether the
+    step stands. Costs one copy of the parameters and optimiser state in memory and a one-row
+    forward pass.
+    """
+    if not cfg.guard_parameters:
+        optimizer.step()
+        return True
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [
+        (_local(p).clone(), {k: v.clone() if torch.is_tensor(v) else v
+                             for k, v in optimizer.state.get(p, {}).items()})
+        for p in params
+    ]  # fmt: skip
+    optimizer.step()
+    finite = torch.stack([torch.isfinite(_local(p)).all() for p in params]).all()
+    if probe is not None:
+        logits = model(
+            input_ids=probe.input_ids,
+            attention_mask=probe.attention_mask,
+            logits_to_keep=1,
+            use_cache=False,
+        ).logits  # [1, 1, V]
+        finite &= torch.isfinite(logits).all()  # fmt: skip
+    bad = as_comm(comm).sum([float(not bool(finite))])[0]
+    if bad == 0:
+        return True
+    for p, (value, state) in zip(params, saved):
+        _local(p).copy_(value)
+        if state:
+            optimizer.state[p] = state
+        else:
+            optimizer.state.pop(p, None)
+    return False
 
 
 def inner_steps(
@@ -256,6 +307,8 @@ def inner_steps(
         result.entropy = torch.zeros((n, int(exp.lengths.max())), dtype=torch.float32)
     model.train()
     optimizer.zero_grad(set_to_none=True)
+    device = next(model.parameters()).device
+    probe = collate(exp, torch.arange(1), pad_id, device) if cfg.guard_parameters else None
     if cfg.no_is:
         loss = _minibatch_loss(
             model, exp, torch.arange(n), cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=True,
@@ -265,7 +318,9 @@ def inner_steps(
         for _ in range(num_steps):
             for p, g in grads:
                 p.grad = g.clone()
-            applied, norm, total = _guarded_step(model, optimizer, scheduler, cfg, loss, comm)
+            applied, norm, total = _guarded_step(
+                model, optimizer, scheduler, cfg, loss, comm, probe
+            )
             _count(result, acc, applied, norm, total)
         return _finish(result, acc, lr)
     seed = cfg.seed * 1_000_003 + step
@@ -278,7 +333,9 @@ def inner_steps(
                 model, exp, rows, cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=reuse,
                 acc=acc, comm=comm, entropy=result.entropy,
             )  # fmt: skip
-            applied, norm, total = _guarded_step(model, optimizer, scheduler, cfg, loss, comm)
+            applied, norm, total = _guarded_step(
+                model, optimizer, scheduler, cfg, loss, comm, probe
+            )
             _count(result, acc, applied, norm, total)
     return _finish(result, acc, lr)
 
@@ -286,6 +343,7 @@ def inner_steps(
 def _count(result: UpdateResult, acc: MetricMean, applied: bool, norm: float, loss: float) -> None:
     result.steps += 1
     result.skipped += not applied
+    result.trailing_skips = 0 if applied else result.trailing_skips + 1
     acc.add({"grad_norm": norm, "loss": loss})
 
 
