@@ -1,5 +1,7 @@
 """`ticgrpo plot RUN...`: training curves of one or more runs, overlaid.
 
+A `ticgrpo study` folder stands for all its arms, labelled as in the paper (GRPO, TIC-GRPO, ...).
+
 Reads each run's `metrics.jsonl` (and `config.yaml` for its label, the method name) and draws
 reward, eval accuracy, completion length, clip ratios, trajectory log-ratio and trajectory ESS
 against the step: one figure with every panel (`curves.png`, `curves.pdf`), one image per panel
@@ -89,7 +91,8 @@ def _find_method(cfg, depth: int = 0) -> str | None:
 
 
 def read_label(run_dir: Path) -> str | None:
-    """The method named in `run_dir/config.yaml`, or None when the file or key is absent."""
+    """The method named in `run_dir/config.yaml` (with "+no_is" for the no-IS ablation), or None
+    when the file or key is absent."""
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         return None
@@ -99,7 +102,10 @@ def read_label(run_dir: Path) -> str | None:
         cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise PlotError(f"{cfg_path}: not valid YAML ({e})") from e
-    return _find_method(cfg)
+    method = _find_method(cfg)
+    if method and isinstance(cfg, dict) and cfg.get("no_is") is True:
+        return f"{method}+no_is"
+    return method
 
 
 def load_run(arg: str) -> Run:
@@ -113,6 +119,36 @@ def load_run(arg: str) -> Run:
         raise PlotError(f"{metrics}: missing (is {path} a run folder?)")
     method = read_label(run_dir)
     return Run(run_dir, method or run_dir.name, read_metrics(metrics))
+
+
+def load_study(path: str | Path) -> list[Run]:
+    """The arms of a `ticgrpo study` folder (its `study.json` lists them), labelled as in the
+    paper (GRPO, TIC-GRPO, ...); arms without a metrics.jsonl yet are left out."""
+    path = Path(path)
+    meta_path = path / "study.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        arms, labels = list(meta["arms"]), dict(meta.get("labels", {}))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PlotError(f"{meta_path}: not a study file ({e})") from e
+    runs = []
+    for arm in arms:
+        if (path / arm / "metrics.jsonl").is_file():
+            run = load_run(str(path / arm))
+            run.label = labels.get(arm, arm)
+            runs.append(run)
+    if not runs:
+        raise PlotError(f"{path}: no arm of the study has a metrics.jsonl yet")
+    return runs
+
+
+def load_runs(args: list[str]) -> list[Run]:
+    """Runs from run folders, metrics.jsonl files and study folders (expanded to their arms)."""
+    runs: list[Run] = []
+    for arg in args:
+        is_study = Path(arg).is_dir() and (Path(arg) / "study.json").is_file()
+        runs += load_study(arg) if is_study else [load_run(arg)]
+    return runs
 
 
 def _disambiguate(runs: list[Run]) -> None:
@@ -157,6 +193,16 @@ def resolve_keys(patterns: list[str], runs: list[Run]) -> list[str]:
     return keys
 
 
+def _line_label(run: str, key: str, li: int, num_runs: int, num_keys: int) -> str | None:
+    """One legend entry per run (its first key) and, with several runs, one per key style:
+    6 runs × 4 keys read as 10 entries, not 24."""
+    if num_keys == 1:
+        return run
+    if num_runs == 1:
+        return key
+    return run if li == 0 else None
+
+
 def draw_panel(ax, runs: list[Run], keys: list[str], title: str, smooth: int) -> dict:
     """Overlay every run (one colour each) and key (one line style each); return the data."""
     data: dict = {}
@@ -167,7 +213,7 @@ def draw_panel(ax, runs: list[Run], keys: list[str], title: str, smooth: int) ->
             if not len(steps):
                 continue
             sparse = len(steps) < 0.5 * len(run.records)  # e.g. periodic eval
-            label = run.label if len(keys) == 1 else f"{run.label}: {key}"
+            label = _line_label(run.label, key, li, len(runs), len(keys))
             ax.plot(
                 steps,
                 values,
@@ -186,6 +232,9 @@ def draw_panel(ax, runs: list[Run], keys: list[str], title: str, smooth: int) ->
                 ax.fill_between(steps, values - se, values + se, color=color, alpha=0.2, lw=0)
                 entry["se"] = [None if math.isnan(v) else v for v in se.tolist()]
             data.setdefault(run.label, {})[key] = entry
+    if len(runs) > 1 and len(keys) > 1:  # colour = run (labelled above), line style = key
+        for li, key in enumerate(keys):
+            ax.plot([], [], color="0.4", linestyle=LINESTYLES[li % len(LINESTYLES)], label=key)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
@@ -243,7 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plot reward, eval accuracy, completion length, clip-ratio, trajectory "
         "log-ratio and ESS curves of one or more runs (overlaid) from their metrics.jsonl.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder or metrics.jsonl file")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run folder, metrics.jsonl file, or `ticgrpo study` folder (all its arms)",
+    )
     p.add_argument("--out", help="output folder (default RUN/plots for one run, else ./plots)")
     p.add_argument(
         "--keys", nargs="+", help="plot these keys (glob patterns allowed), one panel each"
@@ -258,12 +312,16 @@ def main(argv: list[str] | None = None) -> int:
         print("ticgrpo plot: --smooth must be >= 1", file=sys.stderr)
         return 2
     try:
-        runs = [load_run(r) for r in args.runs]
+        runs = load_runs(args.runs)
         _disambiguate(runs)
         panels = PANELS
         if args.keys:
             panels = [(k.replace("/", "_").replace("*", "x"), k, [k]) for k in args.keys]
-        default_out = runs[0].path / "plots" if len(runs) == 1 else Path("plots")
+        # one run or one study: its own plots/ folder; several: ./plots
+        default_out = Path("plots")
+        if len(args.runs) == 1:
+            study = (Path(args.runs[0]) / "study.json").is_file()
+            default_out = (Path(args.runs[0]) if study else runs[0].path) / "plots"
         written = plot_runs(runs, Path(args.out) if args.out else default_out, panels, args.smooth)
     except PlotError as e:
         print(f"ticgrpo plot: {e}", file=sys.stderr)

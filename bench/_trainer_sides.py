@@ -132,7 +132,8 @@ def trainer_prompt_order(
     (loading, instruction, length checks) and ``DataStream`` (epoch e = the permutation of
     ``np.random.default_rng([seed, e])``), so the order cannot drift from the trainer's.
     """
-    from llm.runstate.setup import DataStream, RunPaths, load_data
+    from llm.data.stream import DataStream
+    from llm.runstate.setup import RunPaths, load_data
 
     cfg = ours_config(args, model_dir, data_file)
     paths = RunPaths(run_dir=run_dir, model=Path(model_dir), tokenizer=Path(model_dir),

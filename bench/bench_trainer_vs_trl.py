@@ -24,7 +24,7 @@ Same work on both sides:
   loaded by both in ``--dtype`` on ``--device`` (TRL: ``use_cpu`` on cpu, ``bf16=True`` for
   bfloat16; ours: the ``device``/``dtype`` config fields);
 - the prompts AND their order: the same rendered prompt strings, listed in the order our
-  trainer draws them (``llm.runstate.setup.DataStream``: epoch e is the permutation of
+  trainer draws them (``llm.data.stream.DataStream``: epoch e is the permutation of
   ``np.random.default_rng([seed, e])``), which TRL reads front to back
   (``shuffle_dataset=False``). Each side records a digest of the P prompts it sampled for at
   every RL step; the JSON's ``same_prompts_in_trainer_order`` says whether every run of a side

@@ -1,181 +1,28 @@
-"""Evaluation: accuracy averaged over k samples (avg@k) and the unbiased pass@k estimator.
+"""`ticgrpo eval`: score a local model on one problem file, or on a suite of benchmarks.
 
-For each of P problems draw k completions, score them with a reward callable, count the correct
-ones c_i (reward >= `correct_threshold`) and report
+    ticgrpo eval --model DIR [--checkpoint RUN] --data FILE [--k 8] ...
+    ticgrpo eval --model DIR [--checkpoint RUN] --suite paper|FILE.yaml [--bench-data NAME=PATH]
 
-    eval/avg@k   = (1/P) Σ_i c_i / k                      (the paper's "average accuracy")
-    eval/pass@j  = (1/P) Σ_i pass_at_k(k, c_i, j)  for j = 1..k   (Chen et al. 2021)
-
-pass@1 equals avg@k exactly. `ticgrpo eval` runs this on a local model and data file and writes
-`eval_results.json` (metrics, per-problem counts and completions, the arguments).
+`--data` writes `eval_results.json` (metrics, per-problem counts and completions, the
+arguments); `--suite` runs several benchmarks, each with its own decoding, and puts the paper's
+Table 1 value beside ours (`llm.eval.suite`). The metrics are `llm.eval.metrics` (avg@k, its
+standard error, unbiased pass@k), re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from llm.config.checks import GENERATIONS  # the sampling paths, one list for train and eval
+from llm.config.checks import GENERATIONS
+from llm.eval.metrics import evaluate, evaluate_on_ranks, pass_at_k, resolve_reward, summarize
 
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
-
-    Computed as the product 1 - Π_{i=n-c+1}^{n} (1 - k/i), which never forms the (huge)
-    binomials; exactly 1 when fewer than k samples are wrong.
-    """
-    for name, v in (("n", n), ("c", c), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"pass_at_k: {name} must be an int, got {v!r}")
-    if not (0 <= c <= n and 1 <= k <= n):
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
-    if n - c < k:
-        return 1.0
-    prod = 1.0
-    for i in range(n - c + 1, n + 1):
-        prod *= 1.0 - k / i
-    return 1.0 - prod
-
-
-def summarize(correct: Sequence[int], k: int) -> dict[str, float]:
-    """Metrics from per-problem correct counts c_i (each out of k): avg@k, its standard error
-    over problems, and pass@j for j = 1..k."""
-    if not correct:
-        raise ValueError("no problems to summarise")
-    p = len(correct)
-    acc = [c / k for c in correct]
-    mean = sum(acc) / p
-    var = sum((a - mean) ** 2 for a in acc) / (p - 1) if p > 1 else 0.0
-    out = {f"eval/avg@{k}": mean, f"eval/avg@{k}_se": math.sqrt(var / p)}
-    for j in range(1, k + 1):
-        out[f"eval/pass@{j}"] = sum(pass_at_k(k, c, j) for c in correct) / p
-    return out
-
-
-def _sampler(generation: str) -> Callable:
-    """The sampling function of a ``generation`` path: ``plain`` (``llm.rollout.sampling.generate``, the
-    reference) or ``static`` (``llm.rollout.static_cache.generate_fast``: static KV cache, decode step
-    compiled on CUDA, batch size from free memory when none is given)."""
-    if generation not in GENERATIONS:
-        raise ValueError(f"generation must be one of {list(GENERATIONS)}, got {generation!r}")
-    if generation == "static":
-        from llm.rollout.static_cache import generate_fast
-
-        return generate_fast
-    from llm.rollout.sampling import generate
-
-    return generate
-
-
-def _default_render(example, tokenizer, *, chat_template: bool = True) -> str:
-    from llm.data.loaders import render_prompt
-
-    return render_prompt(example, tokenizer, chat_template=chat_template)
-
-
-def _resolve_reward(reward: str | Callable) -> Callable[[list[str], list[str]], list[float]]:
-    if callable(reward):
-        return reward
-    from llm.rewards.registry import get_reward
-
-    return get_reward(reward)
-
-
-def evaluate(
-    model,
-    tokenizer,
-    examples: Sequence,
-    *,
-    k: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    reward: str | Callable[[list[str], list[str]], list[float]] = "math",
-    seed: int | None = 0,
-    batch_size: int | None = None,
-    chat_template: bool = True,
-    correct_threshold: float = 0.5,
-    generate_fn: Callable | None = None,
-    render_fn: Callable | None = None,
-    generation: str = "plain",
-) -> dict[str, Any]:
-    """Sample k completions per example and score them.
-
-    Returns a flat dict: `eval/avg@k`, `eval/avg@k_se`, `eval/pass@1..k`, `eval/mean_reward`,
-    `eval/mean_length` (completion tokens), `eval/truncated_frac`, `eval/num_problems`,
-    `eval/generate_s` (all floats, ready for `RunLogger.log`) and `problems`: one dict per
-    example (row, source, answer, num_correct, rewards, lengths, truncated, completions), which
-    a logger should not receive. `generation` picks the sampling path (`plain` or `static`, as
-    in training); `generate_fn` / `render_fn` replace it / `llm.data.loaders.render_prompt` (tests).
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if not examples:
-        raise ValueError("evaluate: no examples")
-    generate_fn = generate_fn or _sampler(generation)
-    render_fn = render_fn or _default_render
-    reward_fn = _resolve_reward(reward)
-
-    prompts = [render_fn(ex, tokenizer, chat_template=chat_template) for ex in examples]
-    t0 = time.perf_counter()
-    gen = generate_fn(
-        model,
-        tokenizer,
-        prompts,
-        num_samples=k,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        batch_size=batch_size,
-    )
-    gen_s = time.perf_counter() - t0
-    n = len(examples) * k
-    if len(gen.texts) != n or len(gen.completion_ids) != n:
-        raise ValueError(f"generate returned {len(gen.texts)} completions, expected {n}")
-    answers = [str(ex.answer) for ex in examples for _ in range(k)]  # [N], samples contiguous
-    rewards = [float(r) for r in reward_fn(list(gen.texts), answers)]
-    if len(rewards) != n:
-        raise ValueError(f"reward returned {len(rewards)} values for {n} completions")
-    bad = sum(not math.isfinite(r) for r in rewards)
-    rewards = [r if math.isfinite(r) else 0.0 for r in rewards]  # a broken score counts as wrong
-    lengths = [len(ids) for ids in gen.completion_ids]
-
-    problems = []
-    for i, ex in enumerate(examples):
-        sl = slice(i * k, (i + 1) * k)
-        problems.append(
-            {
-                "row": getattr(ex, "row", i),
-                "source": str(getattr(ex, "source", "")),
-                "answer": str(ex.answer),
-                "num_correct": sum(r >= correct_threshold for r in rewards[sl]),
-                "rewards": rewards[sl],
-                "lengths": lengths[sl],
-                "truncated": [bool(t) for t in gen.truncated[sl]],
-                "completions": list(gen.texts[sl]),
-            }
-        )
-    metrics: dict[str, Any] = summarize([p["num_correct"] for p in problems], k)
-    metrics.update(
-        {
-            "eval/mean_reward": sum(rewards) / n,
-            "eval/mean_length": sum(lengths) / n,
-            "eval/truncated_frac": sum(map(bool, gen.truncated)) / n,
-            "eval/num_problems": len(examples),
-            "eval/nonfinite_rewards": bad,
-            "eval/generate_s": gen_s,
-        }
-    )
-    metrics["problems"] = problems
-    return metrics
+__all__ = [
+    "evaluate", "evaluate_on_ranks", "load_model", "main", "pass_at_k", "run_method", "summarize",
+]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,18 +33,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ticgrpo eval",
         description="Accuracy averaged over k samples (avg@k) and unbiased pass@k of a local "
-        "causal LM on a problem file (AIME-style jsonl/parquet).",
+        "causal LM: on one problem file (--data), or on a suite of benchmarks, each with its own "
+        "decoding (--suite paper | FILE.yaml; see llm/eval/suite.py and docs/TRAINER.md).",
     )
     p.add_argument("--model", required=True, help="local model folder (from_pretrained)")
-    p.add_argument("--data", required=True, help="problems: .jsonl, .json or .parquet")
+    p.add_argument("--data", help="one problem file: .jsonl, .json or .parquet")
+    p.add_argument("--suite", help="benchmark suite: 'paper' (AIME24/25 Avg@32, MATH500 greedy) "
+                   "or a YAML file")  # fmt: skip
+    p.add_argument("--bench-data", action="append", default=[], metavar="NAME=PATH",
+                   help="suite: the local file of benchmark NAME (repeatable)")  # fmt: skip
+    p.add_argument("--only", help="suite: comma-separated benchmark names to run")
+    p.add_argument("--paper-model", help="suite: model name for the paper's column (default: "
+                   "the --model folder's name, e.g. Qwen3-1.7B)")  # fmt: skip
+    p.add_argument("--paper-method", help="suite: method for the paper's column (default: the "
+                   "--checkpoint run's config.yaml method)")  # fmt: skip
     p.add_argument("--checkpoint", help="run or checkpoint folder whose weights replace --model's")
-    p.add_argument("--k", type=int, default=8, help="samples per problem (default 8)")
-    p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--reward", default="math", help="registered reward name (default math)")
-    p.add_argument("--schema", default="auto", help="data schema: auto, plain, dapo")
-    p.add_argument("--limit", type=int, help="evaluate only the first N problems")
+    p.add_argument("--k", type=int, help="--data: samples per problem (default 8)")
+    p.add_argument("--max-new-tokens", type=int, help="length budget (default 1024 for --data; "
+                   "the suite's otherwise)")  # fmt: skip
+    p.add_argument("--temperature", type=float, help="--data: sampling temperature (default 1)")
+    p.add_argument("--top-p", type=float, help="--data: nucleus threshold (default 1)")
+    p.add_argument("--reward", help="--data: registered reward name (default math)")
+    p.add_argument("--schema", help="--data: data schema: auto (default), plain, dapo")
+    p.add_argument("--limit", type=int, help="evaluate only the first N problems (of each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--batch-size",
@@ -211,53 +69,160 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampling path: plain (reference) or static (static KV cache, compiled on CUDA)",
     )
     p.add_argument("--no-chat-template", action="store_true", help="plain User:/Assistant: prompt")
-    p.add_argument("--out", help="folder for eval_results.json (default: print only)")
+    p.add_argument("--out", help="folder for the results (default: print only)")
     return p
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments (None when fine); fills --data's defaults."""
     if not (Path(args.model) / "config.json").is_file():
         return f"--model {args.model}: not a model folder (no config.json)"
+    if args.checkpoint and not Path(args.checkpoint).is_dir():
+        return f"--checkpoint {args.checkpoint}: no such folder (a run or checkpoint folder)"
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        return f"--out {args.out} is a file: give a folder for the results"
+    if bool(args.data) == bool(args.suite):
+        return "give exactly one of --data FILE (one benchmark) or --suite NAME|FILE"
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        return f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})"
+    if args.limit is not None and args.limit < 1:
+        return f"--limit must be >= 1 (got {args.limit})"
+    per_file = ("k", "temperature", "top_p", "reward", "schema")
+    if args.suite:
+        given = [f"--{n.replace('_', '-')}" for n in per_file if getattr(args, n) is not None]
+        if given:
+            return (f"{', '.join(given)} apply to --data; a suite sets them per benchmark "
+                    "(edit the suite file)")  # fmt: skip
+        bad = [b for b in args.bench_data if "=" not in b]
+        return f"--bench-data expects NAME=PATH, got {bad[0]!r}" if bad else None
+    for name, default in zip(per_file, (8, 1.0, 1.0, "math", "auto")):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if not Path(args.data).is_file():
         return f"--data {args.data}: no such file"
-    if args.k < 1 or args.max_new_tokens < 1:
-        return f"--k and --max-new-tokens must be >= 1 (got {args.k}, {args.max_new_tokens})"
+    if args.k < 1:
+        return f"--k must be >= 1 (got {args.k})"
     if not args.temperature > 0 or not 0 < args.top_p <= 1:
         return f"need --temperature > 0 and 0 < --top-p <= 1 (got {args.temperature}, {args.top_p})"
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if msg := _check_args(args):
-        print(f"ticgrpo eval: {msg}", file=sys.stderr)
-        return 2
+def load_model(model_dir: str, checkpoint: str | None = None):
+    """(model, tokenizer): bf16 on a GPU, fp32 on CPU; a run's checkpoint weights when given."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    cuda = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.bfloat16 if cuda else torch.float32
+    ).to("cuda" if cuda else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if checkpoint:
+        from llm.runstate.checkpoint import load_checkpoint
+
+        load_checkpoint(checkpoint, model=model, optimizer=None, restore_rng=False)
+    return model, tokenizer
+
+
+def run_method(checkpoint: str | None) -> str | None:
+    """The ``method`` in the config.yaml of the run holding ``checkpoint`` (None if absent)."""
+    if not checkpoint:
+        return None
+    import yaml
+
+    for folder in (Path(checkpoint), *Path(checkpoint).parents[:2]):
+        cfg = folder / "config.yaml"
+        if cfg.is_file():
+            data = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+            return data.get("method") if isinstance(data, dict) else None
+    return None
+
+
+def _suite_main(args: argparse.Namespace) -> int:
+    from llm.eval.suite import EvalContext, SuiteError, load_suite, run_suite, write_suite_result
+
+    overrides = {}
+    if args.limit:
+        overrides["limit"] = args.limit
+    if args.max_new_tokens:
+        overrides["max_new_tokens"] = args.max_new_tokens
+    try:
+        benches = load_suite(
+            args.suite, data=dict(b.split("=", 1) for b in args.bench_data),
+            only=[x for x in (args.only or "").split(",") if x], overrides=overrides,
+        )  # fmt: skip
+        for b in benches:  # unknown rewards fail before the model loads
+            resolve_reward(b.reward)
+    except (SuiteError, KeyError, ValueError) as e:
+        print(f"ticgrpo eval: {e}", file=sys.stderr)
+        return 2
+    model, tokenizer = load_model(args.model, args.checkpoint)
+    ctx = EvalContext(
+        seed=args.seed,
+        batch_size=args.batch_size,
+        chat_template=not args.no_chat_template,
+        generation=args.generation,
+    )
+    try:
+        result = run_suite(
+            model, tokenizer, benches, ctx, model_name=args.paper_model or args.model,
+            method=args.paper_method or run_method(args.checkpoint),
+        )  # fmt: skip
+    except (SuiteError, ValueError, OSError) as e:  # DataError names the file, row and field
+        print(f"ticgrpo eval: {e}", file=sys.stderr)
+        return 2
+    from llm.eval.suite import markdown_table
+
+    print(markdown_table(result), end="")
+    if args.out:
+        written = write_suite_result(result, args.out)
+        print(f"wrote {len(written)} files to {Path(args.out)}")
+    return 0
+
+
+def _checkpoint_problem(path: str) -> str | None:
+    """Why ``--checkpoint`` cannot be loaded, found before the model is (None when it can)."""
+    from llm.runstate.checkpoint import CheckpointError, latest_checkpoint
+
+    try:
+        found = latest_checkpoint(path)
+    except CheckpointError as e:
+        return f"--checkpoint {e}"
+    return None if found is not None else f"--checkpoint {path}: no complete checkpoint in it"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from llm.runstate.checkpoint import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    if msg := _check_args(args) or (args.checkpoint and _checkpoint_problem(args.checkpoint)):
+        print(f"ticgrpo eval: {msg}", file=sys.stderr)
+        return 2
+    try:
+        return _main(args)
+    except CheckpointError as e:  # e.g. weights of another architecture than --model
+        print(f"ticgrpo eval: {' '.join(str(e).split())[:500]}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.suite:
+        return _suite_main(args)
     from llm.data.loaders import load_examples
 
     try:
-        reward_fn = _resolve_reward(args.reward)
+        reward_fn = resolve_reward(args.reward)
         loaded = load_examples(args.data, schema=args.schema, limit=args.limit)
     except (KeyError, ValueError, OSError) as e:  # unknown reward, DataError (a ValueError)
         print(f"ticgrpo eval: {e}", file=sys.stderr)
         return 2
-    cuda = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=torch.bfloat16 if cuda else torch.float32
-    ).to("cuda" if cuda else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    if args.checkpoint:
-        from llm.runstate.checkpoint import load_checkpoint
-
-        load_checkpoint(args.checkpoint, model=model, optimizer=None, restore_rng=False)
+    model, tokenizer = load_model(args.model, args.checkpoint)
     result = evaluate(
         model,
         tokenizer,
         loaded.examples,
         k=args.k,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens or 1024,
         temperature=args.temperature,
         top_p=args.top_p,
         reward=reward_fn,

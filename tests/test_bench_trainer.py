@@ -47,7 +47,7 @@ def test_trl_table_is_the_trainers_prompt_order(tmp_path):
     from transformers import AutoTokenizer
 
     from llm.data.loaders import load_examples
-    from llm.runstate.setup import DataStream
+    from llm.data.stream import DataStream
 
     args = parse_args(["--seed", "3", "--prompts", "3", "--steps", "4", "--warmup", "1"])
     paths = setup_workload(args, tmp_path)

@@ -214,9 +214,39 @@ def _flip(p: Path):
     p.joinpath("model.safetensors").write_bytes(bytes(data))
 
 
+def _edit_manifest(edit):
+    """A corruption that rewrites the parsed manifest with ``edit(manifest) -> manifest``."""
+
+    def corrupt(p: Path):
+        path = p / "manifest.json"
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+    return corrupt
+
+
+def _drop_bytes(m):
+    del m["files"]["model.safetensors"]["bytes"]
+    return m
+
+
 CORRUPTIONS = {
     "no_manifest": lambda p: p.joinpath("manifest.json").unlink(),
     "bad_manifest": lambda p: p.joinpath("manifest.json").write_text("{not json"),
+    "binary_manifest": lambda p: p.joinpath("manifest.json").write_bytes(b"\xff\xfe{"),
+    "manifest_a_list": _edit_manifest(lambda m: [m]),
+    "files_a_list": _edit_manifest(lambda m: {**m, "files": list(m["files"])}),
+    "missing_bytes_field": _edit_manifest(_drop_bytes),
+    "bytes_a_string": _edit_manifest(
+        lambda m: {
+            **m,
+            "files": {k: {**v, "bytes": str(v["bytes"])} for k, v in m["files"].items()},
+        }
+    ),
+    "step_a_string": _edit_manifest(lambda m: {**m, "step": "two"}),
+    "files_empty": _edit_manifest(lambda m: {**m, "files": {}}),
+    "unsafe_name": _edit_manifest(
+        lambda m: {**m, "files": {**m["files"], "../x": {"bytes": 0, "sha256": ""}}}
+    ),
     "missing_file": lambda p: p.joinpath("rng.pt").unlink(),
     "truncated": _truncate,
     "flipped_byte": _flip,
@@ -235,6 +265,25 @@ def test_corrupt_newest_falls_back(tmp_path, kind):
     assert torch.equal(m.weight, linear(1).weight)
     with pytest.raises(CheckpointError, match="step-00000002"):
         load_checkpoint(newest, model=m, optimizer=None)
+
+
+def test_the_last_damaged_checkpoint_does_not_promise_an_older_one(tmp_path):
+    _flip(save_linear(tmp_path, 1))
+    with pytest.warns(CheckpointWarning, match="no older checkpoint left") as record:
+        assert latest_checkpoint(tmp_path) is None
+    assert not any("trying an older" in str(w.message) for w in record)
+
+
+def test_a_folder_named_latest_does_not_crash_the_save(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "latest").mkdir(parents=True)
+    (root / "latest" / "notes.txt").write_text("user data")
+    with pytest.warns(CheckpointWarning, match="was not a pointer file; moved it to"):
+        save_linear(tmp_path, 1)
+    assert (root / "latest").read_text() == "step-00000001\n"
+    (aside,) = root.glob("latest.moved-aside-*")
+    assert (aside / "notes.txt").read_text() == "user data"  # moved, not deleted
+    assert load_checkpoint(tmp_path, model=None, optimizer=None) == {"step": 1}
 
 
 def test_garbled_pointer_falls_back_to_newest_by_step(tmp_path):

@@ -138,6 +138,11 @@ BAD_ROWS = [
     ('{"problem": "p", "answer": Infinity}', "'answer': answer is not finite"),
     ('{"problem": "p", "answer": ', "invalid JSON"),
     ("[1, 2]", "expected an object, got list"),
+    # what the tokenizer would choke on at step n, or json.loads cannot convert
+    ('{"problem": "a\\ud800b", "answer": "1"}', "'problem': contains a lone UTF-16 surrogate"),
+    ('{"problem": "p", "answer": "x\\udfff"}', "'answer': contains a lone UTF-16 surrogate"),
+    ('{"problem": "p", "answer": ' + "7" * 4301 + "}", "integer of more than 4300 digits"),
+    ('{"problem": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
 ]
 
 
@@ -318,3 +323,38 @@ def test_real_tokenizer_chat_template(tmp_path):
     assert "1 plus 2" in text and text != render_prompt(ex, tok, chat_template=False)
     res = check_prompt_lengths([ex], tok, 10_000)
     assert res.examples == [ex]
+
+
+def test_unreadable_json_file_and_surrogates_in_chat_messages(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="deep.json: invalid JSON: nested too deeply"):
+        load_examples(deep)
+    big = tmp_path / "big.json"
+    big.write_text('[{"problem": "p", "answer": ' + "9" * 5000 + "}]")
+    with pytest.raises(DataError, match="more than 4300 digits"):
+        load_examples(big)
+    row = dapo_row("ok", "1")
+    row["prompt"][0]["content"] = "bad \ud83d half of an emoji"
+    path = write_jsonl(tmp_path / "d.jsonl", [dapo_row("ok", "1"), row])
+    with pytest.raises(DataError, match=r"row 1 \(line 2\): field 'prompt.0.content': contains a"):
+        load_examples(path)
+    assert load_examples(path, on_error="skip").skipped == 1
+
+
+def test_every_prompt_goes_through_the_tokenizer_at_load_time(tmp_path):
+    """max_prompt_tokens=None still renders and tokenizes each prompt: a prompt the tokenizer
+    (or its chat template) refuses is a row error now, not a crash at the step that draws it."""
+
+    class Picky(CharTokenizer):
+        def __call__(self, text, add_special_tokens=True):
+            if "\x07" in text:
+                raise ValueError("unsupported character")
+            return super().__call__(text, add_special_tokens=add_special_tokens)
+
+    rows = [{"problem": "fine", "answer": "1"}, {"problem": "bell \x07", "answer": "1"}]
+    examples = load_examples(write_jsonl(tmp_path / "t.jsonl", rows)).examples
+    with pytest.raises(DataError, match=r"t\.jsonl: row 1: field 'prompt': the tokenizer cannot"):
+        check_prompt_lengths(examples, Picky(False), None)
+    res = check_prompt_lengths(examples, Picky(False), None, on_error="skip")
+    assert [e.row for e in res.examples] == [0] and res.skipped == 1

@@ -1,4 +1,4 @@
-"""FSDP2 data parallel (llm/parallel/fsdp.py): a 2-rank gloo update equals the single-process one.
+"""FSDP2 data parallel (llm/parallel/): a 2-rank gloo update equals the single-process one.
 
 The file is also the worker script: ``torchrun ... tests/test_distributed.py --worker OUT`` runs
 one update per method on its share of the global batch and writes the gathered parameters.
@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm.parallel.fsdp import gather_list, prompt_shard, reduce_metrics
+from llm.parallel.collectives import gather_list, prompt_shard, reduce_metrics
 from tests.torchrun_util import torchrun
 from ticgrpo import METHODS, group_advantages, policy_loss
 
@@ -92,13 +92,8 @@ def update(
 
 
 def worker(out_dir: str) -> None:
-    from llm.parallel.fsdp import (
-        global_normalisers,
-        init_distributed,
-        reshard,
-        shard_model,
-        teardown,
-    )
+    from llm.parallel.collectives import global_normalisers, init_distributed, teardown
+    from llm.parallel.fsdp import reshard, shard_model
     from llm.update.logprobs import naive_token_logprobs, token_logprobs
 
     info = init_distributed()
@@ -223,7 +218,7 @@ def test_local_group_advantages_equal_global_slices(mode: str) -> None:
 
 
 def test_helpers_are_identities_without_a_process_group() -> None:
-    from llm.parallel.fsdp import global_normalisers, init_distributed
+    from llm.parallel.collectives import global_normalisers, init_distributed
 
     assert not torch.distributed.is_initialized()
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)

@@ -261,3 +261,153 @@ def test_eval_cli_rejects_bad_arguments(tiny, tmp_path, capsys):
     assert "--k" in capsys.readouterr().err
     assert main(["--model", str(tiny / "model"), "--reward", "no_such_reward"] + base) == 2
     assert "no_such_reward" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# suites: several benchmarks in one call, each with its own decoding
+
+
+def write_suite(path, tiny, **extra_b):
+    import yaml
+
+    suite = {
+        "max_new_tokens": 3,
+        "reward": "test_has_digit",
+        "benchmarks": [
+            {"name": "sampled", "data": str(tiny / "task.jsonl"), "k": 4, "temperature": 1.0,
+             "top_p": 1.0, "paper": "aime24"},
+            {"name": "greedy", "data": str(tiny / "task.jsonl"), "greedy": True,
+             "paper": "math500", **extra_b},
+        ],
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def run_suite_cli(tiny, out, suite, *extra):
+    argv = ["--model", str(tiny / "model"), "--suite", str(suite), "--seed", "3"]
+    assert main(argv + ["--out", str(out), *extra]) == 0
+    return json.loads((out / "eval_suite.json").read_text())
+
+
+def test_suite_runs_each_benchmark_with_its_own_decoding(tiny, tmp_path):
+    suite = write_suite(tmp_path / "suite.yaml", tiny)
+    res = run_suite_cli(tiny, tmp_path / "a", suite, "--paper-model", "Qwen3-1.7B",
+                        "--paper-method", "tic_grpo")  # fmt: skip
+    sampled, greedy = res["rows"]
+    assert (sampled["k"], sampled["decoding"]) == (4, "T=1, top-p=1")
+    assert (greedy["k"], greedy["decoding"]) == (1, "greedy")
+    for row in res["rows"]:  # the row is recomputed from the saved per-problem completions
+        probs = json.loads((tmp_path / "a" / f"problems_{row['benchmark']}.json").read_text())
+        k = row["k"]
+        counts = [sum(has_digit(p["completions"], None)) for p in probs]
+        acc = [c / k for c in counts]
+        mean = sum(acc) / len(acc)
+        se = math.sqrt(sum((a - mean) ** 2 for a in acc) / (len(acc) - 1) / len(acc))
+        assert row[f"avg@{k}"] == pytest.approx(mean) and row[f"avg@{k}_se"] == pytest.approx(se)
+        assert row[f"pass@{k}"] == pytest.approx(sum(c > 0 for c in counts) / len(counts))
+        assert row["num_problems"] == 6 and all(len(p["completions"]) == k for p in probs)
+    assert 0 < sampled["avg@4"] < sampled["pass@4"]  # mixed counts: the checks bite
+    # the paper's v5 Table 1 values for Qwen3-1.7B / TIC-GRPO sit beside ours
+    assert (sampled["paper"], greedy["paper"]) == (11.77, 69.8)
+    md = (tmp_path / "a" / "eval_suite.md").read_text()
+    assert "| sampled | T=1, top-p=1 | 6 | avg@4" in md and "| 11.77 |" in md
+    # greedy decoding is the argmax path: the seed does not change it; sampling's does
+    other = run_suite_cli(tiny, tmp_path / "b", suite, "--seed", "4")
+    greedy_probs = [json.loads((tmp_path / d / "problems_greedy.json").read_text())
+                    for d in ("a", "b")]  # fmt: skip
+    assert greedy_probs[0] == greedy_probs[1]
+    assert other["rows"][0]["paper"] is None  # no model/method given: no paper column
+
+
+def test_greedy_equals_argmax_decoding(tiny):
+    """greedy_generate's completions are the step-by-step argmax of the model's logits."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm.eval.suite import greedy_generate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny / "model")
+    tok = AutoTokenizer.from_pretrained(tiny / "model")
+    prompt = "repeat 7"
+    gen = greedy_generate(model, tok, [prompt], num_samples=1, max_new_tokens=3, seed=0)
+    ids = tok(prompt)["input_ids"]
+    eos = tok.eos_token_id
+    out = []
+    with torch.no_grad():
+        for _ in range(3):
+            nxt = int(model(torch.tensor([ids + out])).logits[0, -1].argmax())
+            out.append(nxt)
+            if nxt == eos:
+                break
+    assert gen.completion_ids[0] == out
+
+
+def test_suite_errors_name_the_file_row_and_field(tiny, tmp_path, capsys):
+    from llm.eval.suite import SuiteError, load_suite
+
+    suite = write_suite(tmp_path / "s.yaml", tiny, temprature=0.5)
+    with pytest.raises(SuiteError, match=r"s.yaml: benchmarks\[1\]: unknown field 'temprature'; "
+                       "did you mean 'temperature'"):  # fmt: skip
+        load_suite(str(suite))
+    suite = write_suite(tmp_path / "s.yaml", tiny, k=4)
+    with pytest.raises(SuiteError, match=r"benchmarks\[1\] \(greedy\): greedy decoding .* k=1"):
+        load_suite(str(suite))
+    suite = write_suite(tmp_path / "s.yaml", tiny, k="four")
+    with pytest.raises(SuiteError, match=r"field 'k': expected int, got 'four'"):
+        load_suite(str(suite))
+    with pytest.raises(SuiteError, match=r"'aime24': field 'data': no such file .*--bench-data"):
+        load_suite("paper", only=["aime24"])
+    with pytest.raises(SuiteError, match=r"no benchmark named 'aime26'"):
+        load_suite("paper", data={"aime26": "x.jsonl"})
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "1+1", "answer": "2"}\n{"problem": "2+2"}\n')
+    suite = write_suite(tmp_path / "s.yaml", tiny)
+    argv = ["--model", str(tiny / "model"), "--suite", str(suite), "--bench-data",
+            f"greedy={bad}"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl" in err and "row 1" in err and "'answer'" in err
+    assert main(argv[:2] + ["--data", str(bad), "--suite", "paper"]) == 2
+    assert "exactly one of --data" in capsys.readouterr().err
+    assert main(argv[:4] + ["--k", "4", "--reward", "math"]) == 2  # per-file flags are per bench
+    assert "--k, --reward apply to --data" in capsys.readouterr().err
+    assert main(argv[:4] + ["--bench-data", "greedy"]) == 2
+    assert "--bench-data expects NAME=PATH" in capsys.readouterr().err
+    suite.write_text("temprature: 1\nbenchmarks: []\n")
+    with pytest.raises(SuiteError, match="top-level key 'temprature' is not a benchmark default"):
+        load_suite(str(suite))
+
+
+def test_a_new_benchmark_kind_is_one_registered_function(tiny, tmp_path):
+    """How a code benchmark plugs in: a function returning per-problem correct counts; the
+    table, standard error, pass@k and the paper's column come from the suite."""
+    from llm.eval.suite import (
+        BENCHMARK_KINDS,
+        BenchmarkRun,
+        EvalContext,
+        load_suite,
+        register_benchmark_kind,
+        run_suite,
+    )  # fmt: skip
+
+    seen = []
+
+    def fake_code(model, tokenizer, bench, ctx):
+        seen.append((bench.name, bench.options, ctx.seed))
+        return BenchmarkRun([1, 0, 1, 1], bench.k, {"mean_length": 7.0})
+
+    register_benchmark_kind("fake_code", fake_code)
+    try:
+        spec = {"benchmarks": [{"name": "lcb", "data": str(tiny / "task.jsonl"),
+                                "kind": "fake_code", "greedy": True, "paper": "livecodebench",
+                                "options": {"release": "v5"}}]}  # fmt: skip
+        res = run_suite(None, None, load_suite(spec), EvalContext(seed=2),
+                        model_name="/models/Qwen3-8B/", method="tic_grpo")  # fmt: skip
+    finally:
+        del BENCHMARK_KINDS["fake_code"]
+    (row,) = res["rows"]
+    assert seen == [("lcb", {"release": "v5"}, 2 * 1009)]
+    assert row["avg@1"] == 0.75 and row["pass@1"] == 0.75
+    assert row["avg@1_se"] == pytest.approx(math.sqrt(0.25 / 4))  # sample var 1/4, 4 problems
+    assert row["paper"] == 21.00 and row["mean_length"] == 7.0

@@ -239,3 +239,102 @@ def test_an_interrupted_batch_leaves_the_pool_consistent():
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
         pool.close()
+
+
+def test_a_batch_of_stuck_items_is_cut_at_the_batch_deadline(monkeypatch):
+    """Eight items that each burn a whole deadline would cost 4 deadlines on 2 workers; the
+    batch deadline stops them all at once (status batch_timeout) and the pool works after."""
+    monkeypatch.setattr(_reward_worker, "SOFT_FRACTION", 50.0)
+    pool = VerifierPool(2)
+    try:
+        pool.score([(r"\boxed{1}", r"\boxed{1}")] * 2, 5.0)
+        items = [(r"\boxed{9^{99999999}}", r"\boxed{3}")] * 8 + [(r"\boxed{3}", r"\boxed{3}")]
+        t0 = time.monotonic()
+        out = pool.score(items, 2.0, batch_timeout_s=1.0)
+        wall = time.monotonic() - t0
+        assert wall < 1.0 + MARGIN_S, wall
+        assert out.statuses == ["batch_timeout"] * 9 and out.scores == [0.0] * 9
+        again = pool.score([(r"\boxed{2}", r"\boxed{3}"), (r"\boxed{3}", r"\boxed{3}")], 5.0)
+        assert again.statuses == ["ok", "ok"] and again.scores == [0.0, 1.0]
+    finally:
+        pool.close()
+
+
+def test_the_math_reward_gives_each_batch_its_budget(monkeypatch):
+    from llm.rewards import registry
+
+    assert registry.batch_timeout(64, 5.0, 2, 0.25) == 5.0 + 8.0  # not 64 / 2 · 5 s
+    seen = []
+    real = VerifierPool.score
+
+    def spy(self, items, timeout_s, batch_timeout_s=None):
+        seen.append((len(items), timeout_s, batch_timeout_s))
+        return real(self, items, timeout_s, batch_timeout_s)
+
+    monkeypatch.setattr(VerifierPool, "score", spy)
+    reward = get_reward("math", timeout_s=3.0, num_workers=2, item_budget_s=0.5)
+    assert reward([r"\boxed{3}"] * 4, ["3"] * 4) == [1.0] * 4
+    assert seen == [(4, 3.0, 3.0 + 4 * 0.5 / 2)]
+    with pytest.raises(ValueError, match="item_budget_s must be a positive number"):
+        get_reward("math", item_budget_s=float("nan"))
+
+
+def test_gold_answers_are_capped_like_completions():
+    """A 2 MB or power-tower ground truth never reaches a worker (it would cost a deadline on
+    every item of its group); it scores 0, counted as gold_rejected."""
+    reward = get_reward("math", timeout_s=TIMEOUT_S, num_workers=2)
+    golds = ["1" * 2_000_000, r"9^{9^{9^{9}}}", "{" * 5000 + "1" + "}" * 5000, "3"]
+    t0 = time.monotonic()
+    scores = reward([r"\boxed{3}"] * 4, golds)
+    assert time.monotonic() - t0 < TIMEOUT_S
+    assert scores == [0.0, 0.0, 0.0, 1.0]
+    assert reward.stats.counts["gold_rejected"] == 3
+    assert max(reward.stats.last_seconds[:3]) == 0.0  # decided in-process
+
+
+def test_workers_die_with_their_parent(tmp_path):
+    """SIGKILL the process that owns the pool while a worker is stuck in C code: the kernel
+    kills the worker too (PR_SET_PDEATHSIG), instead of it running on for 0.8 × timeout."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import sys, threading, llm.rewards.math_worker as m\n"
+        "m.SOFT_FRACTION = 50.0\n"
+        "pool = m.VerifierPool(1)\n"
+        "pool.score([(r'\\boxed{1}', r'\\boxed{1}')], 60.0)\n"
+        "print(pool._workers[0].proc.pid, pool._spare.proc.pid, flush=True)\n"
+        "pool.score([(r'\\boxed{9^{99999999}}', r'\\boxed{3}')], 600.0)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
+    pids: list[int] = []
+    try:
+        pids = [int(x) for x in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        time.sleep(0.5)  # the worker is now inside the big-integer power
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 5.0
+        alive = pids
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in pids if _alive(p)]
+            time.sleep(0.05)
+        assert alive == [], f"workers {alive} outlived their parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for pid in pids:  # when the test fails, do not leave a stuck worker behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -101,8 +101,9 @@ def test_presets_are_valid(name):
     assert n % (cfg.minibatch_size or n) == 0
 
 
-def test_paper_preset_matches_spec_section_5():
-    cfg = C.validate(C.apply_overrides(C.TrainConfig(), get_preset("paper"), where="paper"),
+def test_paper_early_preset_keeps_the_earlier_reading():
+    """The earlier versions' setting (v5's is tests/test_llm_presets.py)."""
+    cfg = C.validate(C.apply_overrides(C.TrainConfig(), get_preset("paper-early"), where="early"),
                      check_paths=False)  # fmt: skip
     assert cfg.prompts_per_step * cfg.group_size == 128
     assert cfg.minibatch_size == 32 and cfg.epochs_per_rollout == 4
@@ -128,3 +129,73 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
 def test_config_is_a_plain_dataclass():
     assert dataclasses.is_dataclass(C.TrainConfig)
     assert C.TrainConfig().debug_inject_nan_logp_at_steps == []
+
+
+@pytest.mark.parametrize(
+    "item, expected",
+    [
+        ("lr=nan", "lr: 'nan' is not a finite number"),
+        ("lr=inf", "lr: 'inf' is not a finite number"),
+        ("eps_high=nan", "eps_high: 'nan' is not a finite number"),
+        ("eps_low=-inf", "eps_low: '-inf' is not a finite number"),
+        ("beta=inf", "beta: 'inf' is not a finite number"),
+        ("max_grad_norm=nan", "max_grad_norm: 'nan' is not a finite number"),
+        ("overlong_penalty=inf", "overlong_penalty: 'inf' is not a finite number"),
+        ("reward_timeout_s=1e999", "reward_timeout_s: '1e999' is not a finite number"),
+        ("weight_decay=nan", "weight_decay: 'nan' is not a finite number"),
+        ("seed=-1", "seed=-1 must be in [0, 2**32)"),
+        ("seed=4294967296", "seed=4294967296 must be in [0, 2**32)"),
+        ("device=cuda:", "device='cuda:' must be auto, cpu, cuda or cuda:N"),
+        ("device=cuda:first", "device='cuda:first' must be"),
+        ("device=gpu", "device='gpu' must be"),
+    ],
+)
+def test_non_finite_numbers_seeds_and_devices_are_rejected_at_config_time(item, expected):
+    with pytest.raises(C.ConfigError) as info:
+        C.build_config(preset="tiny", overrides=[item])
+    assert any(expected in p for p in info.value.problems), info.value.problems
+
+
+def test_non_finite_values_from_a_yaml_file_are_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: .nan\nbeta: .inf\nseed: 100000000000000000000\n")
+    with pytest.raises(C.ConfigError) as info:
+        C.build_config(preset="tiny", config_file=str(path))
+    text = str(info.value)
+    assert "lr: nan is not a finite number" in text and "beta: inf is not a finite" in text
+    assert "seed=100000000000000000000 must be in" in text
+
+
+def test_a_yaml_alias_bomb_for_a_string_key_is_refused_quickly(tmp_path):
+    """Lists for string keys are never turned into text (nine levels of 9× aliases would be a
+    ~3·10^9-character instruction); the message describes the value without expanding it."""
+    import time
+
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(levels).replace("a: &a", "instruction: &a", 1) + "\n")
+    data = C.load_yaml(path)
+    t0 = time.perf_counter()
+    with pytest.raises(C.ConfigError) as info:
+        C.apply_overrides(C.TrainConfig(), {"instruction": data["i"]}, where=str(path))
+    assert time.perf_counter() - t0 < 1.0
+    assert "instruction: cannot read a list of 9 items as str" in str(info.value)
+    for key, value in (("method", ["grpo"]), ("model", {"a": 1}), ("lr", [1e-6]),
+                       ("debug_inject_nan_logp_at_steps", [[1, 2]])):  # fmt: skip
+        with pytest.raises(C.ConfigError, match=f"{key}: cannot read"):
+            C.coerce(key, value)
+
+
+def test_unreadable_yaml_files_are_config_errors(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("lr: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(C.ConfigError, match="deep.yaml: nested too deeply"):
+        C.load_yaml(deep)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"lr: \xff\xfe\n")
+    with pytest.raises(C.ConfigError, match="binary.yaml: cannot read it as a YAML text file"):
+        C.load_yaml(binary)
+    with pytest.raises(C.ConfigError, match="cannot read it as a YAML text file"):
+        C.load_yaml(tmp_path)

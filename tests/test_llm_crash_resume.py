@@ -75,3 +75,80 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "ticgrpo.cli", "train", *args]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for_lines(proc: subprocess.Popen, path: Path, n: int) -> None:
+    deadline = time.monotonic() + 120
+    while _lines(path) < n:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, f"the run never reached step {n}"
+        time.sleep(0.005)
+
+
+def _our_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("ticgrpo train:")]
+
+
+def test_sigint_saves_at_the_next_step_and_resume_matches_uninterrupted(tmp_path):
+    """Ctrl-C with save_every=0: the run stops after the current step, saves it, exits 130 with
+    one line, and --resume then reproduces the uninterrupted run exactly."""
+    model, steps = shared_tiny_model(), 12
+    args = [*_args(model), "--set", "save_every=0", "--set", f"total_steps={steps}"]
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    assert main([*args, "--out", str(full)]) == 0
+    proc = _start([*args, "--out", str(stopped)])
+    try:
+        _wait_for_lines(proc, stopped / "metrics.jsonl", 3)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ours = _our_lines(proc.stderr.read())
+    assert code == 128 + signal.SIGINT, ours
+    done = _lines(stopped / "metrics.jsonl")
+    assert 3 <= done < steps
+    assert ours[-1].startswith(f"ticgrpo train: stopped by SIGINT after step {done}"), ours
+    assert "--resume" in ours[-1] and len(ours) == 2  # the notice, then the one-line result
+    from llm.runstate.checkpoint import latest_checkpoint
+
+    assert latest_checkpoint(stopped).name == f"step-{done:08d}"  # nothing since the last save
+    assert main(["--out", str(stopped), "--resume"]) == 0
+    assert strip_timing(read_metrics(full)) == strip_timing(read_metrics(stopped))
+    wa, wb = final_weights(full), final_weights(stopped)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_second_sigterm_stops_at_once(tmp_path):
+    """Steps of about a second (128 sequences of up to 128 tokens), so the second signal, sent
+    as soon as the first is acknowledged, lands while the step is still running."""
+    model = shared_tiny_model()
+    args = [*_args(model), "--set", "save_every=0", "--set", "max_new_tokens=128",
+            "--set", "prompts_per_step=16", "--set", "group_size=8", "--set",
+            "minibatch_size=128", "--out", str(tmp_path / "run")]  # fmt: skip
+    proc = _start(args)
+    try:
+        _wait_for_lines(proc, tmp_path / "run" / "metrics.jsonl", 1)
+        proc.send_signal(signal.SIGTERM)
+        notice = ""
+        while "received" not in notice:
+            notice = proc.stderr.readline()
+            assert notice, "the process ended without acknowledging the first signal"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == -signal.SIGTERM  # killed by the signal itself, not a clean exit after saving
+    assert elapsed < 5
+    assert "stopped by" not in proc.stderr.read()

@@ -102,7 +102,7 @@ def local_part(exp: Experience, rows: range) -> Experience:
 
 def run_update(name: str, comm=None, *, inject_nan: bool = False):
     """(model, UpdateResult) after the inner steps of case ``name`` (this rank's half under comm)."""
-    from llm.parallel.comm import shard
+    from llm.parallel.fsdp import shard
     from llm.runstate.setup import make_optimizer
     from llm.update.inner_steps import inner_steps
 
@@ -145,7 +145,7 @@ def reference_two_minibatches(name: str):
 def budget_logprobs(comm=None) -> torch.Tensor:
     """``sequence_logprobs`` [rows, T] under the budget of case ``tic_grpo_token_budget``: this
     rank's half of the rollout on the sharded model, or all of it in one process."""
-    from llm.parallel.comm import shard
+    from llm.parallel.fsdp import shard
     from llm.update.batching import sequence_logprobs
 
     cfg = make_cfg("tic_grpo_token_budget")
@@ -168,8 +168,8 @@ def full_params(model) -> dict[str, torch.Tensor]:
 
 
 def worker(out_dir: str) -> None:
+    from llm.parallel.collectives import init_distributed, teardown
     from llm.parallel.comm import Comm
-    from llm.parallel.fsdp import init_distributed, teardown
 
     info = init_distributed("gloo")
     comm = Comm(info)
@@ -317,6 +317,103 @@ def test_torchrun_train_end_to_end_then_single_process_resume(tmp_path: Path) ->
     assert main(argv) == 0
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4]
+
+
+@pytest.mark.distributed
+def test_torchrun_resume_without_a_usable_checkpoint_refuses_on_every_rank(tmp_path: Path) -> None:
+    """Rank 0 checks the folder; its RunFolderError reaches every rank (no rank waits on a
+    collective), each exits 2 with the one line, and no file of the run changes."""
+    import hashlib
+
+    from llm.train import main
+    from tests.test_llm_train import shared_tiny_model
+
+    run = tmp_path / "run"
+    sets = dict(model=shared_tiny_model(), total_steps=1, prompts_per_step=4, group_size=4,
+                minibatch_size=8, max_new_tokens=3, tiny_task_size=64, keep_checkpoints=1,
+                tensorboard="false", progress="false")  # fmt: skip
+    argv = ["--preset", "tiny", "--out", str(run)]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={value}"]
+    assert main(argv) == 0
+    weights = run / "checkpoints" / "step-00000001" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[200] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+    def snapshot() -> dict[str, str]:
+        return {str(f.relative_to(run)): hashlib.sha256(f.read_bytes()).hexdigest()
+                for f in sorted(run.rglob("*")) if f.is_file() and f.name != ".lock"}  # fmt: skip
+
+    before = snapshot()
+    resume = ["-m", "ticgrpo.cli", "train", "--resume", "--out", str(run), "--set",
+              "distributed=true", "--set", "total_steps=2"]  # fmt: skip
+    res = torchrun(resume, cwd=tmp_path, timeout_s=120)
+    assert res.returncode != 0
+    ours = [x for x in res.stdout.splitlines() if "ticgrpo train: --resume:" in x]
+    assert len(ours) == 2 and all("no usable checkpoint" in x for x in ours), res.stdout[-3000:]
+    # (torchrun's launcher prints its own ChildFailedError report; no rank's code raised)
+    assert not [x for x in res.stdout.splitlines() if 'File "' in x and "/llm/" in x]
+    assert snapshot() == before
+
+
+@pytest.mark.distributed
+def test_sigterm_to_one_rank_stops_every_rank_after_the_step_with_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """The ranks agree on a stop after each step (one all-reduce): SIGTERM to rank 1 alone
+    makes both finish the step, rank 0 save it, and both exit 143."""
+    import signal
+    import subprocess
+    import time
+
+    from llm.runstate.checkpoint import latest_checkpoint
+    from tests.test_llm_train import shared_tiny_model
+    from tests.torchrun_util import descendants, free_port, kill_tree
+
+    run = tmp_path / "run"
+    sets = dict(model=shared_tiny_model(), distributed="true", total_steps=200, save_every=0,
+                prompts_per_step=4, group_size=4, minibatch_size=8, max_new_tokens=3,
+                tiny_task_size=64, tensorboard="false", progress="false")  # fmt: skip
+    args = ["-m", "ticgrpo.cli", "train", "--preset", "tiny", "--out", str(run)]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+           "--master-addr=127.0.0.1", f"--master-port={free_port()}", *args]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        metrics = run / "metrics.jsonl"
+        while not metrics.exists() or len(metrics.read_text().splitlines()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.02)
+        rank1 = [pid for pid in descendants(proc.pid) if _env_of(pid).get("RANK") == "1"]
+        assert len(rank1) == 1
+        os.kill(rank1[0], signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    stopped = [x for x in out.splitlines() if "ticgrpo train: stopped by SIGTERM after step" in x]
+    assert len(stopped) == 2, out[-3000:]  # both ranks, after the same step
+    assert proc.returncode != 0 and "exitcode  : 143" in out
+    done = len(metrics.read_text().splitlines())
+    assert 2 <= done < 200 and f"after step {done} " in stopped[0]
+    assert latest_checkpoint(run).name == f"step-{done:08d}"
+
+
+def _env_of(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(
+        item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item
+    )
 
 
 def test_config_rejects_shares_that_are_not_whole(monkeypatch) -> None:

@@ -1,4 +1,5 @@
-"""The shape of ``llm/``: no import cycles, imports at the top, one docstring per stage folder.
+"""The shape of ``llm/``: no import cycles, imports at the top, one docstring per stage folder,
+no stage that branches on whether a communicator exists.
 
 The import graph is read from the source with ``ast`` (nothing is imported), counting every
 import statement wherever it sits: at the top, inside a function, under ``if TYPE_CHECKING:``.
@@ -17,7 +18,7 @@ PACKAGE = ROOT / "llm"
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
-    """``llm/update/batching.py`` -> ``llm.update.batching``; a package's ``__init__`` -> its name."""
+    """``llm/update/batching.py`` -> ``llm.update.batching``; a package's ``__init__``: its name."""
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -56,7 +57,7 @@ def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Every strongly connected component of more than one module (Tarjan), each as a sorted list."""
+    """Every strongly connected component of more than one module (Tarjan), each sorted."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -148,7 +149,34 @@ def test_imports_sit_at_the_top(path):
     )
 
 
-STAGES = ("config", "data", "rollout", "rewards", "update", "runstate", "parallel")
+def _is_comm(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id == "comm"
+
+
+def comm_forks(path: Path, root: Path = ROOT) -> list[str]:
+    """Lines that branch on whether there is a communicator (``comm is None``, ``if comm``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        none_test = (
+            isinstance(node, ast.Compare)
+            and _is_comm(node.left)
+            and any(isinstance(c, ast.Constant) and c.value is None for c in node.comparators)
+        )
+        truth_test = isinstance(node, (ast.If, ast.IfExp, ast.While)) and _is_comm(node.test)
+        if none_test or truth_test:
+            found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_one_code_path_for_one_or_many_processes():
+    """No stage branches on ``comm is None``: a plain run is the world of one (``as_comm`` turns
+    a missing communicator into it, in one place)."""
+    allowed = {"llm/parallel/comm.py"}  # as_comm
+    forks = [f for p in sorted(PACKAGE.rglob("*.py")) for f in comm_forks(p)]
+    assert [f for f in forks if f.split(":")[0] not in allowed] == [], forks
+
+
+STAGES = ("config", "data", "rollout", "rewards", "update", "runstate", "parallel", "eval")
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -164,4 +192,4 @@ def test_stage_folder_has_a_light_init_with_its_question(stage):
 
 def test_only_the_entry_points_stay_at_the_top():
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__.py", "evaluate.py", "train.py"], top
+    assert top == ["__init__.py", "evaluate.py", "study.py", "train.py"], top

@@ -130,3 +130,35 @@ def test_resume_truncates_lines_after_checkpoint(tmp_path):
         log.log(4, {"x": 40})
     assert [r["x"] for r in strict_lines(tmp_path / "metrics.jsonl")] == [1, 2, 3, 40]
     assert truncate_metrics(tmp_path / "missing.jsonl", 1) == 0
+
+
+HOSTILE_TEXT = [
+    "\x1b[2J\x1b[H",  # ANSI: clear the screen, cursor home
+    "\x1b]52;c;ZWNobyBwd25lZA==\x07",  # OSC 52: write the clipboard (BEL-terminated)
+    "\x1b]0;fake title\x1b\\",  # OSC 0: retitle the window (ST-terminated)
+    "\x9b31m",  # C1 CSI
+    "abc\rXYZ\b\x7f",  # carriage return, backspace, DEL overwrite what was printed
+    "\u202eevil\u202c \u200b\ufeff",  # bidi override, zero-width characters
+    "\ud800",  # a lone surrogate
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXT)
+def test_sample_table_neutralises_control_characters(tmp_path, text):
+    out = io.StringIO()
+    with RunLogger(tmp_path, tensorboard=False, stream=out) as log:
+        log.samples(1, [{"prompt": "p", "completion": f"ok {text} end", "answer": text}])
+    table = out.getvalue()
+    body = table.replace("\n", "")  # the table's own line breaks
+    assert body.isprintable(), [c for c in body if not c.isprintable()]
+    assert "ok " in table and " end" in table
+    assert strict_lines(tmp_path / "samples.jsonl")[0]["answer"] == text  # the record stays raw
+
+
+def test_printable_keeps_text_readable():
+    from llm.runstate.logging import printable
+
+    assert printable("x = \\boxed{4}, 直角三角形 ∑ é") == "x = \\boxed{4}, 直角三角形 ∑ é"
+    assert printable("a\nb\tc") == "a ⏎ b c"
+    assert printable("\x1b[31mred") == "\\x1b[31mred"
+    assert printable("\u202e") == "\\u202e"

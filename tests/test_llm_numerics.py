@@ -43,3 +43,45 @@ def test_injection_steps_are_validated():
         assert "start at 1" in str(e)
     else:
         raise AssertionError("step 0 accepted")
+
+
+def test_a_step_whose_result_overflows_is_undone_and_the_run_goes_on(tmp_path):
+    """lr=1e10: the gradient is finite but the stepped model's forward is not. The step is
+    undone (weights and AdamW state as before it) and counted; the next rollout samples from
+    finite weights instead of crashing."""
+    from tests.test_llm_train import _load
+
+    one = tmp_path / "one"
+    train(tiny_cfg(shared_tiny_model(), lr=1e10, total_steps=1), one)
+    w0, w1 = _load(shared_tiny_model()), final_weights(one)
+    w1.setdefault("model.embed_tokens.weight", w1.get("lm_head.weight"))  # tied: saved once
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k  # both inner steps undone exactly
+    three = tmp_path / "three"
+    train(tiny_cfg(shared_tiny_model(), lr=1e10, total_steps=3), three)
+    rows = read_metrics(three)
+    assert rows[0]["update/skipped_inner_steps"] == 2 and rows[-1]["step"] == 3
+    assert all(torch.isfinite(v).all() for v in final_weights(three).values())
+
+
+def test_consecutive_skipped_steps_stop_the_run_with_one_line(tmp_path, capsys):
+    from llm.train import main
+
+    run = tmp_path / "run"
+    argv = ["--preset", "tiny", "--out", str(run)]
+    sets = dict(
+        model=shared_tiny_model(), prompts_per_step=4, group_size=4, max_new_tokens=3,
+        minibatch_size=8, total_steps=5, tiny_task_size=64, progress="false",
+        tensorboard="false", debug_inject_nan_logp_at_steps="[2,3,4]", max_consecutive_skips=4,
+        save_every=1,
+    )  # fmt: skip
+    for k, v in sets.items():
+        argv += ["--set", f"{k}={v}"]
+    capsys.readouterr()
+    assert main(argv) == 3
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("ticgrpo train:")]
+    assert len(lines) == 1 and "stopped at step 3: the last 4 optimiser steps" in lines[0]
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]
+    from llm.runstate.checkpoint import latest_checkpoint
+
+    assert latest_checkpoint(run).name == "step-00000002"  # the aborted step is not saved

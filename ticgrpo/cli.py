@@ -9,6 +9,8 @@ called, so `import ticgrpo` stays torch-only (no transformers, no matplotlib).
 | `train`     | `llm.train`         | GRPO-family training of a causal LM (tiny preset runs on CPU)   |
 | `eval`      | `llm.evaluate`      | accuracy averaged over k samples and unbiased pass@k            |
 | `plot`      | `analysis.llm_plots`| curves from one or more run folders' `metrics.jsonl`            |
+| `study`     | `llm.study`         | every arm of the paper's comparison, summary table, plots       |
+| `data`      | `llm.data.paper_data`| the paper preset's training / evaluation files (DAPO schema)   |
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("toy.reproduce", "run the theory lab and write figures, REPORT.md, summary.json"),
     "train": ("llm.train", "train a causal LM with a GRPO-family method"),
-    "eval": ("llm.evaluate", "evaluate a model on an AIME-style file (avg@k, pass@k)"),
+    "eval": ("llm.evaluate", "evaluate a model on a file or a benchmark suite (avg@k, pass@k)"),
     "plot": ("analysis.llm_plots", "plot reward/accuracy/length/clip/ratio curves of runs"),
+    "study": ("llm.study", "run every arm of the paper's comparison; summary table and plots"),
+    "data": ("llm.data.paper_data", "write the paper preset's data files from local copies"),
 }
 
 
@@ -40,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"ticgrpo: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside a handler of the command's own (train saves)
+        print(f"ticgrpo {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Reading and writing ``TrainConfig``: YAML files, ``--set key=value`` overrides, ``build_config``.
 
 Sources, later ones winning: the dataclass defaults → a resumed run's ``config.yaml`` → a preset
-(``llm.config.presets``) → a YAML file (``--config``) → ``--set`` overrides. Every raw value goes through
-``coerce``: YAML values as parsed, ``--set`` values as text (so a string field keeps
+(``llm.config.presets``) → a YAML file (``--config``) → ``--set`` overrides. Every raw value goes
+through ``coerce``: YAML values as parsed, ``--set`` values as text (so a string field keeps
 "Answer: x" verbatim), converted to the field's type or reported as a ``ConfigError`` naming the
 field and the source. ``build_config`` collects every problem of every source and of
 ``validate`` before raising once. ``save_yaml`` writes the resolved config with each field's
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from llm.config.presets import get_preset
 from llm.config.train_config import (
     FIELDS,
     ConfigError,
@@ -75,7 +77,10 @@ def coerce(name: str, value):
         if tp is str and value is not None:
             return value
         raise ConfigError([f"{name}: null is not allowed; give a {tp.__name__}"])
-    bad = ConfigError([f"{name}: cannot read {value!r} as {getattr(tp, '__name__', tp)}"])
+    kind = str(tp) if typing.get_origin(tp) else getattr(tp, "__name__", str(tp))
+    bad = ConfigError([f"{name}: cannot read {_shown(value)} as {kind}"])
+    if typing.get_origin(tp) is not list and not isinstance(value, (str, int, float)):
+        raise bad  # a list or mapping (e.g. a YAML alias bomb) is never turned into text
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -88,9 +93,11 @@ def coerce(name: str, value):
     if tp is int:
         if isinstance(value, bool):
             raise bad
+        if isinstance(value, int):
+            return value
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise bad from None
         if not number.is_integer():
             raise bad
@@ -99,21 +106,41 @@ def coerce(name: str, value):
         if isinstance(value, bool):
             raise bad
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise bad from None
+        if not math.isfinite(number):
+            raise ConfigError([f"{name}: {_shown(value)} is not a finite number"])
+        return number
     if tp is str:
         return str(value)
     if typing.get_origin(tp) is list:
         if isinstance(value, str):
             value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or len(value) > MAX_LIST_ITEMS:
             raise bad
-        try:
-            return [int(v) for v in value]
-        except (TypeError, ValueError):
-            raise bad from None
+        out = []
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise bad
+            try:
+                out.append(int(v))
+            except (TypeError, ValueError):
+                raise bad from None
+        return out
     raise bad
+
+
+#: Longest list a list field takes (a guard against generated or aliased YAML).
+MAX_LIST_ITEMS = 10_000
+
+
+def _shown(value) -> str:
+    """``value`` for an error message: short, and never the expansion of a big container."""
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def apply_overrides(
@@ -162,6 +189,10 @@ def load_yaml(path: str | os.PathLike) -> dict:
         raise ConfigError([f"config file {path} does not exist"]) from None
     except yaml.YAMLError as e:
         raise ConfigError([f"{path}: not valid YAML: {e}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: nested too deeply to read (not a config file?)"]) from None
+    except (IsADirectoryError, UnicodeDecodeError) as e:
+        raise ConfigError([f"{path}: cannot read it as a YAML text file ({e})"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -194,8 +225,6 @@ def build_config(
 ) -> TrainConfig:
     """Defaults → ``base`` (e.g. a resumed run's config.yaml) → preset → file → ``--set``,
     then validated (see module docstring)."""
-    from llm.config.presets import get_preset
-
     cfg, problems = TrainConfig(), []
     if base:
         cfg = apply_overrides(cfg, base, where="config.yaml", problems=problems)

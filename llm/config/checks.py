@@ -1,13 +1,19 @@
 """Every rule a ``TrainConfig`` must satisfy, as one list of messages that say what to change.
 
-Run by ``llm.config.train_config.validate`` on the resolved config, before any model or data is loaded.
+Run by ``llm.config.train_config.validate`` on the resolved config, before any model or data is
+loaded.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
+
+from llm.data.tasks import TASKS  # importing it also registers the tiny_task reward
+from llm.rewards.registry import available_rewards
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 OPTIMIZERS = ("sgd", "adamw")
@@ -147,13 +153,18 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
     _choice(problems, "on_bad_rows", cfg.on_bad_rows, ON_BAD_ROWS, suggest)
     _choice(problems, "data_schema", cfg.data_schema, SCHEMAS, suggest)
     _choice(problems, "generation", cfg.generation, GENERATIONS, suggest)
-    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
-        problems.append(f"device={cfg.device!r} must be auto, cpu, cuda or cuda:N")
-    from llm.data.tasks import TASKS
-
+    if not re.fullmatch(r"auto|cpu|cuda|cuda:\d{1,3}", cfg.device):
+        problems.append(
+            f"device={cfg.device[:40]!r} must be auto, cpu, cuda or cuda:N (N a GPU index)"
+        )
+    if not 0 <= cfg.seed < 2**32:
+        problems.append(f"seed={cfg.seed} must be in [0, 2**32) (numpy's seed range)")
+    for name, value in vars(cfg).items():  # NaN passes every comparison below: reject it here
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{name}={value} is not a finite number")
     _choice(problems, "tiny_task", cfg.tiny_task, TASKS, suggest)
     _positive(problems, cfg, ("prompts_per_step", "group_size", "max_new_tokens", "lr"))
-    _positive(problems, cfg, ("epochs_per_rollout", "total_steps", "eval_k", "keep_checkpoints"))
+    _positive(problems, cfg, ("epochs_per_rollout", "eval_k", "keep_checkpoints"))
     _positive(problems, cfg, ("logprob_chunk_size", "tiny_task_size", "reward_timeout_s"))
     _positive(
         problems,
@@ -162,7 +173,7 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
             "minibatch_size", "microbatch_size", "generation_batch_size", "max_prompt_tokens",
             "warmup_steps", "max_grad_norm", "weight_decay", "samples_every", "num_samples_shown",
             "eval_every", "eval_max_new_tokens", "eval_limit", "save_every", "num_threads",
-            "dynamic_sampling_max_rounds", "microbatch_tokens",
+            "dynamic_sampling_max_rounds", "microbatch_tokens", "total_steps", "max_consecutive_skips",
         ),
         allow_zero=True,
     )  # fmt: skip
@@ -179,8 +190,6 @@ def check_config(cfg, *, check_paths: bool, suggest: Callable[[str, object], str
         problems.append("weight_decay applies to adamw only: set weight_decay=0 or optimizer=adamw")
     if any(s < 1 for s in cfg.debug_inject_nan_logp_at_steps):
         problems.append("debug_inject_nan_logp_at_steps holds step numbers, which start at 1")
-    from llm.rewards.registry import available_rewards
-
     if cfg.reward not in available_rewards():
         problems.append(
             f"reward={cfg.reward!r} is not registered{suggest(cfg.reward, available_rewards())}; "

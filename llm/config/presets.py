@@ -5,30 +5,60 @@
   5e-4, 600 steps, one thread). Mean reward rises from ~0.05 to above 0.8 by step ~300 and to
   ~1.0 by step 400, for grpo and tic_grpo, in about a minute on a CPU (docs/TRAINER.md has the
   measured curves; lr 1e-3 learns faster but sometimes locks prompts onto wrong answers).
-- ``paper``: SPEC section 5, the TIC-GRPO paper's setting on one GPU. The paper fixes the model
-  (Qwen2.5-Math-1.5B), the data (DAPO-Math-17K + AIME 1983-2022), the rollout batch (128
-  trajectories), the mini-batch (32), "each trajectory reused 4 times" and plain stochastic
-  gradient ascent. It leaves open, and we choose:
-    * "4 reuses": read literally as 4 passes over the rollout (epochs_per_rollout=4), i.e.
-      K = 4 · 128/32 = 16 inner steps per rollout, each trajectory seen in 4 of them. The other
-      reading (4 mini-batch updates, each trajectory used once) is epochs_per_rollout=1.
-    * group size G=8 (so 16 prompts per rollout), the usual GRPO choice for maths.
-    * lengths: 1024 prompt tokens, 3072 new tokens (Qwen2.5-Math's 4096-token context).
-    * learning rate 1e-3 for plain SGD. SGD has no per-parameter normalisation, so its useful
-      rate is far above AdamW's 1e-6; 1e-3 with gradient clipping at 1.0 bounds each update's
-      norm by 1e-3. Treat it as the first value of a sweep, not a result.
-    * temperature 1.0, top_p 1.0 (on-policy sampling), no KL (beta=0), bf16 weights, gradient
-      checkpointing.
-    * micro-batches: length-sorted, at most 16,384 padded tokens each (microbatch_tokens; the
-      area of 4 full-length rows, so the same activation-memory bound as micro-batches of 4
-      sequences, while shorter rows share a forward pass instead of each being padded to the
-      longest of 4). Exact: the gradient is the same (tests/test_llm_padding.py); on CPU it
-      removed padding worth 1.17x per RL step (docs/PERFORMANCE.md). ``--set
-      microbatch_tokens=0 --set microbatch_size=4`` gives fixed micro-batches of 4.
-  The model and data paths are local placeholders: point them at your copies with --set.
-- ``qwen2.5-1.5b``, ``qwen2.5-math-1.5b``, ``qwen3-1.7b``: the paper preset with another model
-  path (Qwen3 with a longer budget: its context allows it); ``qwen2.5-1.5b`` uses AdamW at 1e-6,
-  the common practitioner setting, for comparison runs.
+
+- ``paper`` (= ``qwen3-1.7b``): SPEC section 5, i.e. v5's appendix C.1, on one GPU.
+  What v5 fixes, taken as given:
+    * model Qwen3-1.7B (a local folder; nothing is downloaded);
+    * data: all of DAPO-Math-17K plus AIME 1983-2022, **one epoch** (every prompt once):
+      ``total_steps=0`` derives the step count from the data, ``len(train) // 128`` (a last
+      partial batch is dropped, as verl's training loader does). ``ticgrpo data paper``
+      (``llm.data.paper_data``) writes the training file: DAPO-Math-17K with its duplicate
+      rows removed (the published parquet repeats each of its ~17.4k prompts about 100 times,
+      so one epoch of the raw file would be 100 epochs) plus the AIME years 1983-2022 in DAPO's
+      prompt format, so that one reward (``answer_tag``: DAPO's "Answer: X" check) scores all;
+    * "total batch size 128, mini-batch 32, each trajectory reused for four gradient updates":
+      in verl these count prompts, so 128 prompts per rollout, 4 mini-batches of 32 prompts
+      (``minibatch_size = 32·G`` sequences), one pass (``epochs_per_rollout=1``): K = 4;
+    * no dynamic sampling, no soft overlong punishment, no KL (beta=0);
+    * advantages: ``std``, ``(r - mean_G r) / (std_G r + 1e-6)`` with the sample standard
+      deviation (``std_kind=sample``), which is what verl computes for GRPO (torch.std) and
+      v5 ran its experiments in verl "following DAPO". v5's own formula is ``mean``
+      (``--set advantage_mode=mean``);
+    * trainer evaluation: AIME24 Avg@32 at temperature 1.0, top-p 1.0 (v5 Fig. 2's curve);
+      the full Table 1 suite is ``ticgrpo eval --suite paper`` (llm/eval/suite.py).
+  What v5 leaves open, and our choice:
+    * group size G = 16: DAPO's value (v5 follows DAPO; verl's DAPO recipe samples 16);
+      a rollout is then 128·16 = 2048 trajectories, a mini-batch 512.
+    * optimizer AdamW, lr 1e-6, weight decay 0.1, 10 warmup steps, gradient clipping 1.0:
+      verl's actor optimizer is AdamW and these are its DAPO recipe's values. AdamW also makes
+      the arms comparable at one learning rate: it is invariant to a constant factor in the loss,
+      so TIC-GRPO's ``1/T`` and GRPO's ``1/L_i`` normalisers do not change the step size the way
+      they would under plain SGD (the earlier reading's SGD is the ``paper-early`` preset).
+    * response budget T = 8192 new tokens, prompts up to 2048 tokens (DAPO's prompt budget):
+      Qwen3 reasons at length in its default thinking mode, and DAPO's 20,480 does not fit
+      one epoch (~145 rollouts of 2048 trajectories) into v5's 24 H200-hours for the 1.7B
+      model; 8192 is also TIC-GRPO's ``T`` in ``1/T``.
+    * ε: each method's own widths from ``ticgrpo.METHODS`` (GRPO, TIC-GRPO, GRPO₂, GRPO+Traj_IS:
+      0.2 / 0.2; GSPO: its paper's 3e-4 / 4e-4, since its length-normalised ratio spreads about
+      a thousand times less than a token ratio). DAPO's clip-higher is ``--set eps_high=0.28``.
+    * aggregation: each method's row (GRPO: per-sequence token mean, v5 Eq. 4-5). verl's DAPO
+      recipe aggregates GRPO by the batch token mean: ``--set aggregation=token_mean``.
+    * bf16 weights, gradient checkpointing, length-sorted micro-batches of at most 40,960
+      padded tokens (the area of 4 full-length rows: the memory bound of micro-batches of 4
+      sequences without padding short rows to a long one; the gradient does not depend on the
+      split, tests/test_llm_padding.py).
+  Paths are local placeholders: ``--set model=... --set train_data=... --set eval_data=...``.
+
+- ``paper-8b`` (= ``qwen3-8b``): the same for Qwen3-8B on two H200 nodes (``torchrun``, 16
+  ranks, ``distributed=true``). v5 keeps the global batch with gradient accumulation; here each
+  mini-batch of 512 sequences is 32 per rank, cut into token-budget micro-batches of at most
+  20,480 padded tokens, with the mini-batch's global normalisers, so the update equals the
+  1.7B preset's batch exactly (tests/test_llm_distributed_train.py).
+
+- ``paper-early`` (= ``qwen2.5-math-1.5b``): the earlier versions' setting, kept as a named
+  option: Qwen2.5-Math-1.5B, 128 trajectories = 16 prompts × 8, mini-batch 32 trajectories,
+  "4 reuses" read as 4 passes (K = 16), plain SGD at lr 1e-3, 1024 + 3072 tokens, 500 steps.
+  ``qwen2.5-1.5b``: the same with AdamW at 1e-6 on Qwen2.5-1.5B.
 """
 
 from __future__ import annotations
@@ -60,7 +90,58 @@ TINY = {
     "device": "cpu",
 }
 
+#: v5 appendix C.1's batch: prompts per rollout, prompts per mini-batch, passes over a rollout.
+PAPER_PROMPTS_PER_ROLLOUT = 128
+PAPER_PROMPTS_PER_MINIBATCH = 32
+PAPER_GROUP_SIZE = 16
+PAPER_MAX_PROMPT_TOKENS = 2048
+PAPER_MAX_NEW_TOKENS = 8192
+
 PAPER = {
+    "model": "models/Qwen3-1.7B",
+    "train_data": "data/paper_train.jsonl",
+    "data_schema": "dapo",
+    "eval_data": "data/aime24.jsonl",
+    "reward": "answer_tag",
+    "prompts_per_step": PAPER_PROMPTS_PER_ROLLOUT,
+    "group_size": PAPER_GROUP_SIZE,
+    "max_prompt_tokens": PAPER_MAX_PROMPT_TOKENS,
+    "max_new_tokens": PAPER_MAX_NEW_TOKENS,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "method": "grpo",
+    "advantage_mode": "std",
+    "std_kind": "sample",
+    "beta": 0.0,
+    "dynamic_sampling": False,
+    "overlong_buffer": 0,
+    "minibatch_size": PAPER_PROMPTS_PER_MINIBATCH * PAPER_GROUP_SIZE,
+    "microbatch_size": 0,
+    "microbatch_tokens": 4 * (PAPER_MAX_PROMPT_TOKENS + PAPER_MAX_NEW_TOKENS),
+    "epochs_per_rollout": 1,
+    "optimizer": "adamw",
+    "lr": 1e-6,
+    "weight_decay": 0.1,
+    "warmup_steps": 10,
+    "max_grad_norm": 1.0,
+    "dtype": "auto",
+    "gradient_checkpointing": True,
+    "total_steps": 0,
+    "eval_every": 10,
+    "eval_k": 32,
+    "eval_temperature": 1.0,
+    "save_every": 10,
+    "samples_every": 10,
+}
+
+PAPER_8B = {
+    **PAPER,
+    "model": "models/Qwen3-8B",
+    "distributed": True,
+    "microbatch_tokens": 2 * (PAPER_MAX_PROMPT_TOKENS + PAPER_MAX_NEW_TOKENS),
+}
+
+PAPER_EARLY = {
     "model": "models/Qwen2.5-Math-1.5B",
     "train_data": "data/dapo_math_17k_plus_aime_1983_2022.parquet",
     "eval_data": "data/aime_2024.parquet",
@@ -91,10 +172,15 @@ PAPER = {
 PRESETS: dict[str, dict] = {
     "tiny": TINY,
     "paper": PAPER,
-    "qwen2.5-math-1.5b": PAPER,
-    "qwen2.5-1.5b": {**PAPER, "model": "models/Qwen2.5-1.5B", "optimizer": "adamw", "lr": 1e-6},
-    "qwen3-1.7b": {**PAPER, "model": "models/Qwen3-1.7B", "max_new_tokens": 4096},
-}
+    "qwen3-1.7b": PAPER,
+    "paper-8b": PAPER_8B,
+    "qwen3-8b": PAPER_8B,
+    "paper-early": PAPER_EARLY,
+    "qwen2.5-math-1.5b": PAPER_EARLY,
+    "qwen2.5-1.5b": {
+        **PAPER_EARLY, "model": "models/Qwen2.5-1.5B", "optimizer": "adamw", "lr": 1e-6
+    },
+}  # fmt: skip
 
 
 def get_preset(name: str) -> dict:

@@ -1,7 +1,7 @@
 """The trainer's one config: a dataclass whose field docstrings are its documentation.
 
-Sources, later ones winning: the dataclass defaults → a preset (``llm.config.presets``) → a YAML file
-(``--config``) → ``--set key=value`` overrides (values parsed as YAML, then coerced to the field's
+Sources, later ones winning: the dataclass defaults → a preset (``llm.config.presets``) → a YAML
+file (``--config``) → ``--set key=value`` overrides (values parsed as YAML, then coerced to the field's
 type). ``resolve`` fills the method-dependent fields left empty (clip widths, advantage mode,
 aggregation, DAPO's dynamic sampling and overlong buffer) from the method's row in
 ``ticgrpo.METHODS``; ``validate`` rejects every invalid combination before any model is loaded,
@@ -69,7 +69,8 @@ class TrainConfig:
     """Number of synthetic problems written when train_data is "tiny"."""
     # -- reward --
     reward: str = "math"
-    """Registered reward name (llm.rewards.registry.available_rewards()): math | answer_tag | tiny_task."""
+    """Registered reward name (llm.rewards.registry.available_rewards()): math | answer_tag |
+    tiny_task | code (sandboxed program tests, docs/SANDBOX.md)."""
     reward_timeout_s: float = 5.0
     """Per-completion time limit of the reward check, in seconds."""
     # -- rollout --
@@ -84,8 +85,9 @@ class TrainConfig:
     top_p: float = 1.0
     """Nucleus sampling threshold; 1.0 samples from the full distribution."""
     generation: str = "plain"
-    """Sampling path: plain (llm.rollout.sampling.generate, dynamic KV cache; the reference) | static
-    (llm.rollout.static_cache.generate_fast: static KV cache, decode step compiled on CUDA)."""
+    """Sampling path: plain (llm.rollout.sampling.generate, dynamic KV cache; the reference) |
+    static (llm.rollout.static_cache.generate_fast: static KV cache, decode step compiled on
+    CUDA)."""
     generation_batch_size: int = 0
     """Sequences per generate call; 0 means all N at once on CPU and, on CUDA, the largest
     batch whose KV cache fits in free memory (llm.rollout.static_cache.auto_batch_size)."""
@@ -155,6 +157,12 @@ class TrainConfig:
     """Linear learning-rate warmup over this many optimiser steps."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold on the global norm; 0 disables clipping."""
+    guard_parameters: bool = True
+    """Undo an optimiser step that leaves any parameter non-finite (restoring the parameters and
+    optimiser state, at the memory cost of one copy of both) and count it as skipped."""
+    max_consecutive_skips: int = 20
+    """Stop the run with an error after this many skipped optimiser steps in a row (non-finite
+    loss, gradient or parameters); 0 never stops."""
     reuse_onpolicy_logp: bool = True
     """Skip the separate old-log-prob pass when it is redundant: with one inner step over the
     whole rollout (epochs_per_rollout=1, one mini-batch), or under no_is, θ = θ_old when the
@@ -164,7 +172,8 @@ class TrainConfig:
     """Token positions per lm_head chunk in the log-prob pass (memory vs speed)."""
     # -- loop --
     total_steps: int = 100
-    """Number of rollouts (outer steps) of the run."""
+    """Number of rollouts (outer steps) of the run; 0 means one epoch, len(train) //
+    prompts_per_step steps, counted once the data is loaded (every prompt used at most once)."""
     samples_every: int = 10
     """Print and record a table of sample completions every this many steps; 0 disables."""
     num_samples_shown: int = 4

@@ -12,8 +12,12 @@ Schemas (`load_examples(schema=...)`):
 - "fields" — `field_map={"problem": PATH, "answer": PATH}` (or `"prompt": PATH` for a chat
   list), where PATH is a key or a dotted path into nested fields (`"reward_model.ground_truth"`,
   `"prompt.0.content"`).
+- "code" — code problems for the "code" reward: LiveCodeBench rows or `{problem, tests}` rows
+  (`llm.data.code`); the answer is the problem's JSON test spec and the prompt is built from
+  the row (LiveCodeBench's prompt), so `instruction` does not apply.
 - "auto" — "fields" when `field_map` is given, else "dapo" when the first row has `prompt` and
-  `reward_model`, else "plain" when it has a problem and an answer.
+  `reward_model`, else "code" when it has `question_content`, or `tests` and a problem, else
+  "plain" when it has a problem and an answer.
 
 Bad data is found before training: with `on_error="raise"` the first bad row raises `DataError`
 naming the file, the row (0-based; the jsonl line number too) and the field; with
@@ -30,11 +34,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm.data.code import CodeRowError, convert_code_row
 from llm.data.readers import DataError, read_records
 
 #: Appended to plain problems: the "math" reward reads the last \boxed{} of the completion.
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-SCHEMAS = ("auto", "dapo", "plain", "fields")
+SCHEMAS = ("auto", "dapo", "plain", "fields", "code")
 ROLES = ("system", "user", "assistant")
 _PROBLEM_KEYS = ("problem", "Problem", "question", "Question")
 _ANSWER_KEYS = ("answer", "Answer")
@@ -83,6 +88,18 @@ def get_path(record: object, path: str) -> object:
     return node
 
 
+def _unicode(text: str, field_name: str) -> str:
+    """``text`` unchanged when it is valid Unicode; a lone UTF-16 surrogate (JSON allows
+    ``"\\ud800"``) cannot be encoded, so no tokenizer can take it: a row error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _RowError(
+            field_name, f"contains a lone UTF-16 surrogate at character {exc.start} (not text)"
+        ) from None
+    return text
+
+
 def answer_text(value: object, field_name: str) -> str:
     """The ground truth as a string: str (stripped, non-empty), int, or finite float.
 
@@ -97,9 +114,12 @@ def answer_text(value: object, field_name: str) -> str:
     if isinstance(value, str):
         if not value.strip():
             raise _RowError(field_name, "empty answer")
-        return value.strip()
+        return _unicode(value.strip(), field_name)
     if isinstance(value, numbers.Integral):
-        return str(int(value))
+        try:
+            return str(int(value))
+        except ValueError:  # Python's int -> str limit: more than 4300 digits
+            raise _RowError(field_name, "integer answer has more than 4300 digits") from None
     if isinstance(value, numbers.Real):
         x = float(value)
         if not math.isfinite(x):
@@ -115,7 +135,7 @@ def problem_text(value: object, field_name: str) -> str:
         raise _RowError(field_name, f"expected a string, got {type(value).__name__}")
     if not value.strip():
         raise _RowError(field_name, "empty prompt")
-    return value.strip()
+    return _unicode(value.strip(), field_name)
 
 
 def chat_messages(value: object, field_name: str) -> tuple[dict[str, str], ...]:
@@ -135,7 +155,7 @@ def chat_messages(value: object, field_name: str) -> tuple[dict[str, str], ...]:
             raise _RowError(f"{field_name}.{k}.role", f"expected one of {ROLES}, got {role!r:.40}")
         if not isinstance(content, str):
             raise _RowError(f"{field_name}.{k}.content", f"expected a string, got {content!r:.40}")
-        messages.append({"role": role, "content": content})
+        messages.append({"role": role, "content": _unicode(content, f"{field_name}.{k}.content")})
     if not any(m["role"] == "user" and m["content"].strip() for m in messages):
         raise _RowError(field_name, "empty prompt (no user message with content)")
     return tuple(messages)
@@ -154,6 +174,11 @@ def _convert(record: object, schema: str | None, field_map: dict, instruction: s
     """(messages, answer) of one record under `schema`; raises _RowError."""
     if not isinstance(record, dict):
         raise _RowError("<row>", f"expected an object, got {type(record).__name__}")
+    if schema == "code":
+        try:
+            return convert_code_row(record)
+        except CodeRowError as exc:
+            raise _RowError(exc.field_name, exc.message) from None
     if schema == "dapo":
         messages = chat_messages(get_path(record, "prompt"), "prompt")
         path = "reward_model.ground_truth"
@@ -178,6 +203,10 @@ def detect_schema(record: object, field_map: dict | None) -> str:
     if isinstance(record, dict):
         if "prompt" in record and "reward_model" in record:
             return "dapo"
+        if "question_content" in record or (
+            "tests" in record and any(k in record for k in _PROBLEM_KEYS)
+        ):
+            return "code"
         if any(k in record for k in _PROBLEM_KEYS) and any(k in record for k in _ANSWER_KEYS):
             return "plain"
         found = sorted(record)[:12]
@@ -288,24 +317,33 @@ def prompt_token_count(text: str, tokenizer) -> int:
 def check_prompt_lengths(
     examples: list[Example],
     tokenizer,
-    max_prompt_tokens: int,
+    max_prompt_tokens: int | None,
     *,
     on_error: str = "raise",
     chat_template: bool = True,
 ) -> LoadResult:
-    """Keep the examples whose rendered prompt has at most `max_prompt_tokens` tokens.
+    """Keep the examples whose prompt renders and tokenizes, with at most `max_prompt_tokens`
+    tokens (None: any length; the prompts are still rendered and tokenized, so what the
+    rollout will see is checked before training starts).
 
-    on_error="raise": DataError naming file, row and the token counts for the first too-long
-    prompt; "skip": drop and count them.
+    on_error="raise": DataError naming file, row and the token counts (or the tokenizer's
+    complaint) for the first bad prompt; "skip": drop and count them.
     """
     if on_error not in ("raise", "skip"):
         raise DataError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if max_prompt_tokens < 1:
-        raise DataError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise DataError(f"max_prompt_tokens must be >= 1 or None, got {max_prompt_tokens}")
     result = LoadResult([])
     for ex in examples:
-        n = prompt_token_count(render_prompt(ex, tokenizer, chat_template=chat_template), tokenizer)
-        if n <= max_prompt_tokens:
+        try:
+            text = render_prompt(ex, tokenizer, chat_template=chat_template)
+            n = prompt_token_count(text, tokenizer)
+        except Exception as exc:  # noqa: BLE001 - any tokenizer/template failure names the row
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            _fail(result, f"{ex.source}: row {ex.row}: field 'prompt': the tokenizer cannot "
+                          f"take the rendered prompt ({reason})", on_error, 1)  # fmt: skip
+            continue
+        if max_prompt_tokens is None or n <= max_prompt_tokens:
             result.examples.append(ex)
             continue
         message = (

@@ -80,7 +80,19 @@ def _jsonl_records(path: Path) -> Iterator[Record]:
                 yield Record(row, where, error=f"not valid UTF-8 ({exc.reason})")
             except json.JSONDecodeError as exc:
                 yield Record(row, where, error=f"invalid JSON: {exc.msg} at column {exc.colno}")
+            except (ValueError, RecursionError) as exc:  # see _unreadable
+                yield Record(row, where, error=_unreadable(exc))
             row += 1
+
+
+def _unreadable(exc: BaseException) -> str:
+    """Why ``json.loads`` refused text that is valid JSON syntax: an integer of more than 4300
+    digits (Python's int/str conversion limit) or nesting deeper than the recursion limit."""
+    if isinstance(exc, RecursionError):
+        return "invalid JSON: nested too deeply to read (a recursion limit was hit)"
+    if "digits" in str(exc):
+        return "invalid JSON: an integer of more than 4300 digits (Python's conversion limit)"
+    return f"invalid JSON: {' '.join(str(exc).split())[:120]}"
 
 
 def _json_records(path: Path) -> Iterator[Record]:
@@ -89,6 +101,8 @@ def _json_records(path: Path) -> Iterator[Record]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise DataError(f"{path}: invalid JSON file{where}: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # no row can be read without the whole file
+        raise DataError(f"{path}: {_unreadable(exc)}") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: a .json file must hold a list of rows, got {type(data).__name__}")
     for row, value in enumerate(data):

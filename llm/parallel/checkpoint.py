@@ -1,14 +1,15 @@
-"""Checkpoints under data parallel, in the single-process format (``llm.runstate.checkpoint``).
+"""Checkpoints of a run of 1 or N processes, always in the single-process format.
 
-A sharded (FSDP2) run saves exactly what one process would: every rank takes part in gathering
-the full model state dict and the full optimiser state (``torch.distributed.checkpoint``, CPU
-offload), and rank 0 alone writes them with ``llm.runstate.checkpoint.save_checkpoint``, so a run resumes
-in any number of processes, including 1. The optimiser state is converted between the two key
-conventions with a ``Layout`` recorded before sharding: ``Optimizer.state_dict()`` numbers the
-trainable parameters ``0 … n-1`` in ``model.parameters()`` order, ``torch.distributed.checkpoint``
-keys them by fully qualified name; tied weights are one tensor under several names in the state
-dict. On resume the weights load before sharding (``llm.runstate.checkpoint.load_checkpoint``) and the
-optimiser state after it (``load_full_checkpoint``).
+A world of one saves and loads with ``llm.runstate.checkpoint`` directly. A sharded (FSDP2) run
+saves exactly what one process would: every rank takes part in gathering the full model state
+dict and the full optimiser state (``torch.distributed.checkpoint``, CPU offload), and rank 0
+alone writes them with ``save_checkpoint``, so a run resumes in any number of processes,
+including 1. The optimiser state is converted between the two key conventions with a ``Layout``
+recorded before sharding: ``Optimizer.state_dict()`` numbers the trainable parameters
+``0 … n-1`` in ``model.parameters()`` order, ``torch.distributed.checkpoint`` keys them by fully
+qualified name; tied weights are one tensor under several names in the state dict. On resume
+the weights load before sharding (``load_checkpoint`` with no optimiser) and the optimiser state
+after it (``load_full_checkpoint``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from llm.parallel.fsdp import is_sharded
+from llm.runstate.checkpoint import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from llm.parallel.comm import Comm
@@ -90,44 +94,64 @@ def _covers_storage(t: torch.Tensor) -> bool:
     return t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
 
 
-def save_full_checkpoint(
-    comm: Comm, run_dir, step: int, *, model, optimizer, scheduler, trainer_state: dict,
-    keep: int, layout: Layout,
-) -> Path | None:  # fmt: skip
-    """Gather the full model and optimiser state (a collective: every rank calls this) and let
-    rank 0 write them with ``llm.runstate.checkpoint.save_checkpoint``. Returns the folder on rank 0."""
-    from torch.distributed.checkpoint.state_dict import (
+def _gathered(model, optimizer, layout: Layout, *, keep: bool):
+    """(model view, optimiser view) of a sharded model's full state, in the single-process
+    format, on the ranks where ``keep``; a collective (every rank calls it)."""
+    from torch.distributed.checkpoint.state_dict import (  # only a sharded model gets here
         StateDictOptions,
         get_model_state_dict,
         get_optimizer_state_dict,
     )
 
-    from llm.runstate.checkpoint import save_checkpoint
-
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd = get_model_state_dict(model, options=options)
     osd = get_optimizer_state_dict(model, optimizer, options=options)
+    if not keep:
+        return None, None
+    # a gathered tensor may sit in a larger (padded) buffer: safetensors refuses to save a
+    # tensor that does not cover its storage, so copy those
+    msd = {k: v if _covers_storage(v) else v.clone() for k, v in msd.items()}
+    for alias, name in layout.aliases.items():  # tied weights: one tensor, as in a process
+        if alias in msd:
+            msd[alias] = msd[name]
+    return _StateView(msd), _OptimizerView(_by_index(osd, layout))
+
+
+def save_full_checkpoint(
+    comm: Comm, run_dir, step: int, *, model, optimizer, scheduler, trainer_state: dict,
+    keep: int, layout: Layout,
+) -> Path | None:  # fmt: skip
+    """Save the run's checkpoint with ``llm.runstate.checkpoint.save_checkpoint`` on rank 0
+    (every rank calls this). A sharded model's full state is gathered first (a collective); a
+    model that is not sharded (a world of one) is written as it is. Returns the folder on rank
+    0, None elsewhere."""
+    views = (model, optimizer)
+    if is_sharded(model):
+        views = _gathered(model, optimizer, layout, keep=comm.is_main)
     path = None
     if comm.is_main:
-        # a gathered tensor may sit in a larger (padded) buffer: safetensors refuses to save a
-        # tensor that does not cover its storage, so copy those
-        msd = {k: v if _covers_storage(v) else v.clone() for k, v in msd.items()}
-        for alias, name in layout.aliases.items():  # tied weights: one tensor, as in a process
-            if alias in msd:
-                msd[alias] = msd[name]
         path = save_checkpoint(
-            run_dir, step, model=_StateView(msd), optimizer=_OptimizerView(_by_index(osd, layout)),
-            scheduler=scheduler, trainer_state=trainer_state, keep=keep,
+            run_dir, step, model=views[0], optimizer=views[1], scheduler=scheduler,
+            trainer_state=trainer_state, keep=keep,
         )  # fmt: skip
     comm.barrier()
     return path
 
 
 def load_full_checkpoint(ckpt: Path, *, model, optimizer, scheduler, layout: Layout) -> None:
-    """Load a single-process-format optimiser (and scheduler) state into a sharded model's
-    optimiser (every rank reads the file: the run folder must be on a shared filesystem).
-    The weights are loaded before sharding, by ``llm.runstate.checkpoint.load_checkpoint``."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    """Load a single-process-format optimiser (and scheduler) state into the optimiser of a
+    model, sharded or not (every rank reads the file: the run folder must be on a shared
+    filesystem). The weights are loaded before sharding, by
+    ``llm.runstate.checkpoint.load_checkpoint``."""
+    if not is_sharded(model):
+        # the weights' load has just verified this checkpoint's hashes
+        load_checkpoint(ckpt, model=None, optimizer=optimizer, scheduler=scheduler,
+                        restore_rng=False, hashes=False)  # fmt: skip
+        return
+    from torch.distributed.checkpoint.state_dict import (  # only a sharded model gets here
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
 
     osd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
     set_optimizer_state_dict(

@@ -1,7 +1,7 @@
 """Cheap in-process guards run on model text before it reaches a math-verify worker.
 
-Private helper of `llm.rewards.registry`: each function is linear in its (already truncated) input, so
-the parent process never spends long on a completion, and inputs that would only burn a
+Private helper of `llm.rewards.registry`: each function is linear in its (already truncated)
+input, so the parent process never spends long on a completion, and inputs that would only burn a
 worker's whole time limit (towers of exponents, giant factorials, deep nesting) score 0 at once.
 """
 

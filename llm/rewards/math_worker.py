@@ -22,6 +22,7 @@ started so that a kill costs no import time.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import selectors
@@ -89,8 +90,28 @@ def _harden(memory_limit_mb: int) -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
-def _serve(memory_limit_mb: int) -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this worker when its parent dies (even by SIGKILL), so a
+    worker busy in C code never outlives the trainer. Linux only; a no-op elsewhere. If the
+    parent is already gone (it died before this call), exit now."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the pipes still end the idle worker
+        return
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def _serve(memory_limit_mb: int, parent_pid: int = 0) -> None:
     """Worker main loop: read requests on stdin, write answers on the saved stdout."""
+    if parent_pid:
+        _die_with_parent(parent_pid)
     # Library prints must not corrupt the protocol: keep the real stdout private, send fd 1 away.
     out = os.fdopen(os.dup(1), "w", buffering=1)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -155,7 +176,7 @@ class _Worker:
         cmd = [
             sys.executable,
             "-c",
-            f"from llm.rewards.math_worker import _serve; _serve({memory_limit_mb})",
+            f"from llm.rewards.math_worker import _serve; _serve({memory_limit_mb}, {os.getpid()})",
         ]
         self.proc = subprocess.Popen(
             cmd,
@@ -250,14 +271,19 @@ class VerifierPool:
             raise WorkerError(f"reward worker failed to start: {reason}")
         self._replace(worker, out)
 
-    def score(self, items: list[tuple[str, str]], timeout_s: float) -> BatchResult:
-        """Score `items` = [(pred_latex, gold_latex), ...]; every item returns within timeout_s."""
+    def score(
+        self, items: list[tuple[str, str]], timeout_s: float, batch_timeout_s: float | None = None
+    ) -> BatchResult:
+        """Score `items` = [(pred_latex, gold_latex), ...]; every item returns within timeout_s
+        and the whole batch within `batch_timeout_s` (None: no batch limit): when the batch's
+        time is up, items still running or waiting score 0 with status "batch_timeout"."""
         n = len(items)
         out = BatchResult([0.0] * n, ["pending"] * n, [0.0] * n)
         queue = deque(range(n))
         busy: dict[_Worker, tuple[int, float]] = {}
+        end = time.monotonic() + batch_timeout_s if batch_timeout_s is not None else math.inf
         try:
-            self._run(items, timeout_s, out, queue, busy)
+            self._run(items, timeout_s, out, queue, busy, end)
         except BaseException:
             # Interrupted (Ctrl-C, WorkerError): busy workers hold items nobody will collect,
             # and their late answers would be read as the next batch's. Replace them.
@@ -268,12 +294,18 @@ class VerifierPool:
             out.counts[status] = out.counts.get(status, 0) + 1
         return out
 
-    def _run(self, items, timeout_s: float, out: BatchResult, queue: deque, busy: dict) -> None:
-        """The scheduling loop of `score`: dispatch, wait for answers or deadlines, repeat."""
+    def _run(
+        self, items, timeout_s: float, out: BatchResult, queue: deque, busy: dict, end: float
+    ) -> None:
+        """The scheduling loop of `score`: dispatch, wait for answers or deadlines, repeat;
+        `end` is the batch's deadline (time.monotonic)."""
         n = len(items)
         soft_s = timeout_s * SOFT_FRACTION
         sends = [0] * n
         while queue or busy:
+            if time.monotonic() >= end:
+                self._end_batch(out, queue, busy)
+                return
             for w in list(self._workers):
                 if w.ready and w not in busy and queue:
                     i = queue.popleft()
@@ -291,6 +323,7 @@ class VerifierPool:
             waiting = [w for w in self._workers if w in busy or not w.ready]
             deadlines = [t0 + timeout_s for _, t0 in busy.values()]
             deadlines += [w.started + STARTUP_TIMEOUT_S for w in waiting if not w.ready]
+            deadlines += [end] if end < math.inf else []
             wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
             with selectors.DefaultSelector() as sel:
                 for w in waiting:
@@ -299,6 +332,17 @@ class VerifierPool:
             for w in ready:
                 self._on_readable(w, busy, out)
             self._enforce_deadlines(busy, out, timeout_s)
+
+    def _end_batch(self, out: BatchResult, queue: deque, busy: dict) -> None:
+        """The batch's time is up: running items are stopped (their workers replaced), waiting
+        ones are not started; all score 0 with status "batch_timeout"."""
+        for w, item in list(busy.items()):
+            busy.pop(w)
+            self._finish(out, item, "batch_timeout")
+            self._replace(w, out)
+        now = time.monotonic()
+        while queue:
+            self._finish(out, (queue.popleft(), now), "batch_timeout")
 
     def _on_readable(self, w: _Worker, busy: dict, out: BatchResult) -> None:
         if not w.ready:

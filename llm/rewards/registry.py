@@ -10,21 +10,24 @@ Built-ins:
 - "math": the completion's LAST `\\boxed{...}` compared with the ground truth by math-verify
   (`parse` with LaTeX extraction, then `verify`), in worker processes with a hard per-item
   deadline `timeout_s` (see `llm/rewards/math_worker.py`). Before anything reaches a worker, cheap
-  in-process guards (`llm/rewards/guards.py`) bound the work: only the last `max_completion_chars` characters are looked
-  at, the boxed answer must close within `max_answer_chars` characters and nest braces at most
+  in-process guards (`llm/rewards/guards.py`) bound the work: only the last
+  `max_completion_chars` characters are looked at, the boxed answer must close within `max_answer_chars` characters and nest braces at most
   `MAX_BRACE_DEPTH` deep, and integer power towers / factorials whose value would have more than
-  `MAX_DIGITS` digits are rejected (score 0) instead of being computed.
+  `MAX_DIGITS` digits are rejected (score 0) instead of being computed. The ground truth passes
+  the same guards, and a batch has a wall-clock budget (`batch_timeout`), so hostile items
+  cannot each cost a deadline in turn.
 - "answer_tag": DAPO-style — the last "Answer: X" line, exact match after Minerva normalisation
   (Lewkowycz et al. 2022), as in the DAPO-Math-17K prompts. Pure string work on the last 300
   characters, so bounded without a worker.
 
 Model text is never executed: no `eval`/`exec` here, and the workers refuse sympy's string parser
-except for single numbers or names (see `_reward_worker._guarded`).
+except for single numbers or names (see `math_worker._guarded`).
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import inspect
 import math
 import os
@@ -68,7 +71,7 @@ __all__ = [
 ]
 
 #: Modules that register rewards on import; loaded on demand by `get_reward`.
-_PLUGIN_MODULES = ("llm.data.tasks",)
+_PLUGIN_MODULES = ("llm.data.tasks", "llm.rewards.code")
 _REGISTRY: dict[str, RewardFn] = {}
 _CHECKS: dict[str, Callable[[dict], None]] = {}
 
@@ -218,11 +221,18 @@ def get_reward(name: str, **options) -> Reward:
 # ----------------------------------------------------------------------------- "math"
 
 
-def _gold_latex(answer: str) -> str:
-    """The ground truth as a boxed LaTeX string for math-verify (an already boxed one as is)."""
+@functools.lru_cache(maxsize=4096)  # a group's G completions share one gold answer
+def _gold_latex(answer: str, max_answer_chars: int) -> str | None:
+    """The ground truth as a boxed LaTeX string for math-verify (an already boxed one as is),
+    or None when the guards refuse it like a completion's answer (too long, deep or huge)."""
     answer = answer.replace("\x00", "").strip()
+    if len(answer) > max_answer_chars + len("\\boxed{}"):
+        return None
     inner, status = last_boxed(answer, len(answer))
-    return f"\\boxed{{{inner if status == 'ok' else answer}}}"
+    inner = inner if status == "ok" else answer
+    if screen_answer(inner, max_answer_chars) is not None:
+        return None
+    return f"\\boxed{{{inner}}}"
 
 
 _POOLS: dict[tuple[int, int], VerifierPool] = {}
@@ -251,7 +261,23 @@ def shutdown_pools() -> None:
         _POOLS.clear()
 
 
+def batch_timeout(n: int, timeout_s: float, num_workers: int, item_budget_s: float) -> float:
+    """Wall-clock budget of a batch of ``n`` worker items: one full item deadline plus
+    ``item_budget_s`` per item spread over the workers, ``timeout_s + n·item_budget_s / W``.
+
+    A normal item takes tens of milliseconds, so a batch of them finishes far inside it; a
+    batch of hostile items that each burn a whole deadline is cut at this bound instead of
+    costing ``n / W`` deadlines (64 such items on 2 workers: 5 + 8 s, not 160 s).
+    """
+    return timeout_s + n * item_budget_s / num_workers
+
+
 def _check_math_options(options: dict) -> None:
+    budget = options.get("item_budget_s")
+    if budget is not None and not (
+        isinstance(budget, int | float) and not isinstance(budget, bool) and 0 < budget < math.inf
+    ):
+        raise ValueError(f"reward 'math': item_budget_s must be a positive number, got {budget!r}")
     for key in ("num_workers", "max_completion_chars", "max_answer_chars", "memory_limit_mb"):
         value = options.get(key)
         if value is None:
@@ -272,12 +298,17 @@ def math_reward(
     max_completion_chars: int = 10_000,
     max_answer_chars: int = 1_000,
     memory_limit_mb: int = 4096,
+    item_budget_s: float = 0.25,
     stats: RewardStats | None = None,
 ) -> list[float]:
     """1.0 where the last `\\boxed{}` of the completion equals the answer per math-verify, else 0.
 
     Each item that reaches a worker gets at most `timeout_s` seconds of wall time from the
-    moment it is sent (then the worker is killed and replaced, and the item scores 0).
+    moment it is sent (then the worker is killed and replaced, and the item scores 0), and
+    the batch at most ``batch_timeout(n, timeout_s, W, item_budget_s)`` (items left then score
+    0, status "batch_timeout"). The ground truth passes the same guards as the completion's
+    answer (at most `max_answer_chars` characters, no huge power, no deep nesting); a gold
+    answer they refuse scores every item 0 with status "gold_rejected".
     """
     stats = stats if stats is not None else RewardStats()
     n = len(completions)
@@ -291,12 +322,18 @@ def math_reward(
         if status not in (None, "ok"):
             statuses[i] = status
             continue
-        jobs.append((f"\\boxed{{{content}}}", _gold_latex(answer)))
+        gold = _gold_latex(answer, max_answer_chars)
+        if gold is None:
+            statuses[i] = "gold_rejected"
+            continue
+        jobs.append((f"\\boxed{{{content}}}", gold))
         where.append(i)
     if jobs:
+        workers = num_workers or default_num_workers()
+        budget = batch_timeout(len(jobs), timeout_s, workers, item_budget_s)
         with _POOL_LOCK:
-            pool = _pool(num_workers or default_num_workers(), memory_limit_mb)
-            result = pool.score(jobs, timeout_s)
+            pool = _pool(workers, memory_limit_mb)
+            result = pool.score(jobs, timeout_s, budget)
         for j, i in enumerate(where):
             scores[i], statuses[i], seconds[i] = (
                 result.scores[j],

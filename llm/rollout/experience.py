@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from llm.config.checks import GENERATIONS  # "plain": rollout.generate, "static": generate_fast
+from llm.parallel.comm import Comm, as_comm
 from llm.rollout.sampling import Generation, _encode, generate
 from llm.rollout.static_cache import auto_batch_size, generate_fast
 
@@ -126,7 +127,7 @@ def _round(
     overlong_buffer,
     overlong_scale,
     stats: dict | None,
-    comm,
+    comm: Comm,
     generation: str = "plain",
 ) -> list[tuple[tuple, bool]]:
     """One generation round: ``[(group item, rewards all equal)]`` per prompt of ``pairs``.
@@ -151,8 +152,8 @@ def _round(
     flat = (groups == groups[:, :1]).all(dim=1)  # [p] all rewards equal
     if stats is not None:
         columns = [raw, shaped, flat, lengths, torch.tensor(gen.truncated)]
-        if comm is not None:  # the statistics of the global rollout, identical on every rank
-            columns = [torch.tensor(comm.gather(c.tolist()), dtype=c.dtype) for c in columns]
+        # the statistics of the global rollout, identical on every rank
+        columns = [torch.tensor(comm.gather(c.tolist()), dtype=c.dtype) for c in columns]
         stats.update(_reward_stats(*columns))
     out = []
     for g in range(len(prompts)):
@@ -185,7 +186,7 @@ def collect(
     overlong_scale: float = 1.0,
     dynamic_sampling: bool = False,
     max_rounds: int = 0,
-    comm=None,
+    comm: Comm | None = None,
     generation: str = "plain",
 ) -> Experience:
     """Generate, score and (optionally) filter one rollout of ``num_prompts`` groups.
@@ -194,16 +195,17 @@ def collect(
     stream. ``stats`` records the FIRST round's reward statistics (the policy's performance on
     fresh prompts, unaffected by filtering) and the filtering counts.
 
-    Data parallel (``comm``, ``llm.parallel.comm.Comm``): ``num_prompts`` is this rank's share and
-    ``next_prompts`` its slice of the global stream. Every rank fills its own groups; a refill
-    round runs while ANY rank is short (the decision is summed over ranks, so all ranks take the
-    same number of stream draws); a rank already full skips generating its slice of that round.
-    The statistics are computed on the union of all ranks' first rounds.
+    ``comm`` (``llm.parallel.comm.Comm``; None: a world of one): ``num_prompts`` is this rank's
+    share and ``next_prompts`` its slice of the global stream. Every rank fills its own groups;
+    a refill round runs while ANY rank is short (the decision is summed over ranks, so all ranks
+    take the same number of stream draws); a rank already full skips generating its slice of
+    that round. The statistics are computed on the union of all ranks' first rounds.
 
     ``generation`` picks the sampler ("plain": ``llm.rollout.sampling.generate``, "static":
     ``llm.rollout.static_cache.generate_fast``); ``batch_size`` None or 0 resolves through
     ``sampling_batch_size``.
     """
+    comm = as_comm(comm)
     kept: list[tuple[Generation, torch.Tensor, torch.Tensor, list[str], list[str]]] = []
     spare: list = []  # zero-signal groups, used only if refilling runs out of rounds
     stats: dict[str, float] = {}
@@ -211,7 +213,7 @@ def collect(
     rounds = 0
     while need > 0:
         pairs = next_prompts(need if rounds == 0 else num_prompts)
-        if own > 0:  # (only under comm can a rank be full while another is short)
+        if own > 0:  # (only with W > 1 can a rank be full while another is short)
             groups = _round(model, tokenizer, pairs, reward, group_size=group_size,
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                             seed=seed * 1000 + rounds, batch_size=batch_size,
@@ -222,7 +224,7 @@ def collect(
                 (spare if dynamic_sampling and is_flat else kept).append(item)
         rounds += 1
         own = num_prompts - len(kept)
-        need = own if comm is None else int(comm.sum([max(own, 0)])[0])
+        need = int(comm.sum([max(own, 0)])[0])
         if not dynamic_sampling or rounds > max_rounds:
             break
     used_spare = 0
@@ -232,8 +234,7 @@ def collect(
     kept = kept[:num_prompts]
     if dynamic_sampling:
         stats["dynamic_sampling/rounds"] = float(rounds)
-        if comm is not None:
-            used_spare = int(comm.sum([used_spare])[0])
+        used_spare = int(comm.sum([used_spare])[0])
         stats["dynamic_sampling/zero_signal_groups"] = float(used_spare)
     return Experience(
         prompts=[p for k in kept for p in k[3]],

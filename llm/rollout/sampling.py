@@ -102,7 +102,7 @@ def sample_completions(
     generate_kwargs: dict,
     width: int | None = None,
 ) -> Generation:
-    """The sampling loop shared by every rollout path (plain here, static cache in generation_fast).
+    """The sampling loop shared by every rollout path (plain here, static cache in static_cache).
 
     Takes each prompt's token ids (``_encode``), repeats them ``num_samples`` times (samples of a
     prompt contiguous),

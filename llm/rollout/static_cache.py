@@ -1,7 +1,7 @@
 """Fast rollouts: a static KV cache (compiled decode step on GPU) and a batch size from free memory.
 
-``llm.rollout.sampling.generate`` is the reference path (dynamic KV cache, eager). ``generate_fast`` runs
-the same sampling — plain ancestral sampling from ``softmax(logits / temperature)`` in the top-p
+``llm.rollout.sampling.generate`` is the reference path (dynamic KV cache, eager).
+``generate_fast`` runs the same sampling — plain ancestral sampling from ``softmax(logits / temperature)`` in the top-p
 nucleus, the checkpoint's other generation defaults hidden — with transformers'
 ``cache_implementation="static"``: the cache is allocated once at its final length, so every
 decode step has the same shapes and transformers compiles the decode forward with
@@ -95,7 +95,7 @@ def generate_fast(
     greedy: bool = False,
     pad_to_multiple_of: int = 1,
 ) -> Generation:
-    """``llm.rollout.sampling.generate`` with a static KV cache; same arguments, same ``Generation``.
+    """``llm.rollout.sampling.generate`` with a static KV cache; same arguments and result.
 
     ``batch_size=None`` picks it from free memory (``auto_batch_size``); ``compile`` defaults to
     True on CUDA; ``greedy`` takes the argmax instead of sampling (for equality checks);

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,8 @@ FORMAT_VERSION = 1
 CKPT_DIRNAME = "checkpoints"
 LATEST = "latest"
 MANIFEST = "manifest.json"
+#: Where damaged checkpoints are moved (never deleted) when a resume finds them.
+QUARANTINE = "quarantine"
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
 
@@ -83,6 +86,15 @@ def _publish(tmp: Path, final: Path) -> None:
         _remove_tree(final)
     os.replace(tmp, final)
     _fsync_path(root)
+    pointer = root / LATEST
+    if pointer.exists() and not pointer.is_file():  # e.g. a user's folder named "latest"
+        aside = root / f"{LATEST}.moved-aside-{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(pointer, aside)
+        warnings.warn(
+            f"{pointer} was not a pointer file; moved it to {aside}",
+            CheckpointWarning,
+            stacklevel=3,
+        )
     _write_bytes_durably(root / f"{LATEST}.tmp", f"{final.name}\n".encode())
     os.replace(root / f"{LATEST}.tmp", root / LATEST)
     _fsync_path(root)
@@ -161,15 +173,16 @@ def verify_checkpoint(path: str | os.PathLike, *, hashes: bool = True) -> list[s
     if not path.is_dir():
         return [f"{path}: not a directory"]
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-        files = manifest["files"]
-        int(manifest["step"])
+        manifest = json.loads((path / MANIFEST).read_bytes().decode("utf-8"))
     except FileNotFoundError:
         return [f"{path / MANIFEST}: missing (the save did not finish)"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         return [f"{path / MANIFEST}: unreadable ({type(e).__name__}: {e})"]
+    shape = _manifest_shape_problem(manifest)
+    if shape:
+        return [f"{path / MANIFEST}: {shape}"]
     problems = []
-    for name, info in files.items():
+    for name, info in manifest["files"].items():
         f = path / name
         if not f.is_file():
             problems.append(f"{f}: listed in the manifest but missing")
@@ -180,13 +193,40 @@ def verify_checkpoint(path: str | os.PathLike, *, hashes: bool = True) -> list[s
     return problems
 
 
+def _manifest_shape_problem(manifest: object) -> str | None:
+    """What is wrong with the shape of a parsed manifest (None when it is usable): an object
+    with an integer ``step`` and ``files`` mapping safe file names to ``{bytes: int, sha256:
+    str}``, listing at least the weights and the trainer state."""
+    if not isinstance(manifest, dict):
+        return f"expected a JSON object, got {type(manifest).__name__}"
+    step, files = manifest.get("step"), manifest.get("files")
+    if not isinstance(step, int) or isinstance(step, bool):
+        return f"'step' must be an integer, got {step!r:.40}"
+    if not isinstance(files, dict):
+        return f"'files' must be an object of name -> {{bytes, sha256}}, got {type(files).__name__}"
+    for name in ("model.safetensors", "trainer_state.json"):
+        if name not in files:
+            return f"'files' does not list {name}"
+    for name, info in files.items():
+        if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+            return f"'files' holds an unsafe name {name!r:.40}"
+        if not isinstance(info, dict):
+            return f"'files'.{name} must be an object, got {type(info).__name__}"
+        size, digest = info.get("bytes"), info.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return f"'files'.{name}.bytes must be a non-negative integer, got {size!r:.40}"
+        if not isinstance(digest, str):
+            return f"'files'.{name}.sha256 must be a string, got {digest!r:.40}"
+    return None
+
+
 def _candidates(root: Path) -> list[Path]:
     """Checkpoints to try, best first: the one `latest` names, then older ones by step. Folders
     newer than `latest` belong to an abandoned timeline (a resume from an earlier step)."""
     dirs = sorted(_step_dirs(root), reverse=True)
     pointer = root / LATEST
     if pointer.is_file():
-        m = _STEP_RE.match(pointer.read_text().strip())
+        m = _STEP_RE.match(pointer.read_bytes().decode("utf-8", "replace").strip())
         if m:
             cut = int(m.group(1))
             head = [p for s, p in dirs if s == cut]
@@ -209,18 +249,35 @@ def _resolve(path: str | os.PathLike, hashes: bool) -> Path | None:
                 f"checkpoint {path} is incomplete or corrupt: " + "; ".join(problems)
             )
         return path
-    for cand in _candidates(checkpoint_root(path)):
+    candidates = _candidates(checkpoint_root(path))
+    for k, cand in enumerate(candidates):
         problems = verify_checkpoint(cand, hashes=hashes)
         if not problems:
             return cand
+        then = "trying an older one" if k + 1 < len(candidates) else "no older checkpoint left"
         warnings.warn(
-            f"skipping checkpoint {cand}: "
-            + "; ".join(problems)
-            + "; falling back to an older one",
+            f"skipping checkpoint {cand}: " + "; ".join(problems) + f"; {then}",
             CheckpointWarning,
             stacklevel=3,
         )
     return None
+
+
+def quarantine(path: str | os.PathLike) -> Path:
+    """Move a damaged checkpoint folder aside, out of the step folders that are loaded, pruned
+    or re-saved, into ``RUN/checkpoints/quarantine/``; return its new path. Nothing is deleted:
+    what to do with it is the user's call."""
+    path = Path(path)
+    target_dir = path.parent / QUARANTINE
+    target_dir.mkdir(exist_ok=True)
+    target = target_dir / path.name
+    n = 1
+    while target.exists():
+        n += 1
+        target = target_dir / f"{path.name}.{n}"
+    os.replace(path, target)
+    _fsync_path(path.parent)
+    return target
 
 
 def latest_checkpoint(run_dir: str | os.PathLike, *, hashes: bool = True) -> Path | None:

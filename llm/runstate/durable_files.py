@@ -1,4 +1,4 @@
-"""Durable file operations of ``llm.runstate.checkpoint``: fsync'd writes, hashing, crash-safe deletion.
+"""Durable file operations of ``llm.runstate.checkpoint``: fsync'd writes, hashing, safe deletion.
 
 A file is durable once its bytes are fsync'd; a rename inside a folder is durable once the folder
 is fsync'd (``_fsync_path`` does both). Deletion renames first, so a crash mid-delete never leaves

@@ -179,9 +179,24 @@ class RunLogger:
         self.close()
 
 
+_SHOWN_AS = {"\n": " ⏎ ", "\t": " "}
+
+
+def printable(text: str) -> str:
+    """``text`` made safe for a terminal: every character Python does not call printable
+    (C0/C1 controls — so the ESC, BEL and ST bytes of ANSI CSI and OSC escape sequences, which
+    can clear the screen, retitle the window or write the clipboard — DEL, bidi overrides,
+    zero-width and other format characters, lone surrogates, unusual spaces) is shown as its
+    visible escape (``\\x1b``, ``\\u202e``); newlines as " ⏎ ", tabs as a space."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _SHOWN_AS.get(ch) or ascii(ch)[1:-1] for ch in text)
+
+
 def format_table(step: int, rows: list[dict[str, Any]], *, width: int = 60) -> str:
     """A plain-text table of sample rows: one block per row, long texts wrapped to `width`
-    characters and cut after 6 lines, whitespace made visible enough to read."""
+    characters and cut after 6 lines, control characters neutralised (``printable``): model
+    text never reaches the terminal raw."""
     if not rows:
         return f"── samples @ step {step}: (none)\n"
     total = min(shutil.get_terminal_size((100, 20)).columns, width + 20)
@@ -194,10 +209,25 @@ def format_table(step: int, rows: list[dict[str, Any]], *, width: int = 60) -> s
             value = row.get(key, "")
             if isinstance(value, float):
                 value = f"{value:.4g}"
-            text = str(value).replace("\n", " ⏎ ")
+            raw = str(value)
+            text = printable(raw[: 8 * width])  # at most 6 lines of it are shown
             lines = textwrap.wrap(text, width) or [""]
-            if len(lines) > 6:
-                lines = lines[:6] + [f"… ({len(text)} chars)"]
-            out.append(f"  {str(key):<{pad}} │ {lines[0]}")
+            if len(lines) > 6 or len(raw) > 8 * width:
+                lines = lines[:6] + [f"… ({len(raw)} chars)"]
+            out.append(f"  {printable(str(key)):<{pad}} │ {lines[0]}")
             out += [f"  {'':<{pad}} │ {line}" for line in lines[1:]]
     return "\n".join(out) + "\n"
+
+
+class NullLogger:
+    """The logger of ranks other than 0 (``llm.parallel.comm``): nothing is written; ``log``
+    returns the metrics as given, like ``RunLogger.log`` returns what it wrote."""
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:  # noqa: ARG002
+        return dict(metrics)
+
+    def samples(self, step: int, rows: Iterable[Mapping[str, Any]]) -> None:  # noqa: ARG002
+        return None
+
+    def close(self) -> None:
+        return None

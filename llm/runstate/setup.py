@@ -1,21 +1,25 @@
-"""Set-up stages of a training run: the run folder, data, model, optimiser, prompt stream.
+"""Set-up stages of a training run: the run folder, data, model, optimiser.
 
-Order matters for reliability: the config is validated first (``llm.config.train_config``), then the data is
-loaded and checked with the tokenizer only, and only then is a model loaded, so a bad row or a
+Order matters for reliability: the config is validated first (``llm.config.train_config``),
+then the data is loaded and checked with the tokenizer only, and only then is a model loaded, so a bad row or a
 too-long prompt fails in seconds with a message naming the file, the row and the field.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from llm.config import build as C
-from llm.data.loaders import BOXED_INSTRUCTION, check_prompt_lengths, load_examples, render_prompt
-from llm.runstate.checkpoint import latest_checkpoint
+from llm.config.resume import check_resume_config
+from llm.data.loaders import BOXED_INSTRUCTION, check_prompt_lengths, load_examples
+from llm.data.tiny import build_tiny, write_tiny_task
+from llm.parallel.comm import device_for
+from llm.runstate.run_folder import check_fresh, find_resume_point
 
 #: Held-out problems written for eval_data="tiny".
 TINY_EVAL_SIZE = 256
@@ -29,6 +33,7 @@ class RunPaths:
     train_data: Path
     eval_data: Path | None
     ref_model: Path | None
+    checkpoint: Path | None = None  # the checkpoint a resume continues from
 
 
 @dataclass
@@ -38,25 +43,34 @@ class Data:
     skipped: int  # bad rows dropped under on_bad_rows="skip"
 
 
-def prepare_run(cfg: C.TrainConfig, run_dir: Path, *, resume: bool) -> RunPaths:
-    """Create the run folder, build "tiny" artefacts, save config.yaml; resolve every path.
+def prepare_run(
+    cfg: C.TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool = False,
+    start_over: bool = False,
+) -> RunPaths:
+    """Check the run folder, build "tiny" artefacts, save config.yaml; resolve every path.
 
-    Refuses to start a fresh run in a folder that already holds checkpoints (``--resume`` or
-    another ``--out`` is what the user wants).
+    The caller holds the folder's ``RunLock``. A fresh run refuses a non-empty folder unless
+    ``overwrite`` (``llm.runstate.run_folder.check_fresh``). A resume first checks that ``cfg``
+    changes only resumable keys of the saved config.yaml and that a usable checkpoint exists
+    (else it refuses, touching nothing, unless ``start_over``); ``RunPaths.checkpoint`` is the
+    one to continue from. config.yaml is written here for a run that starts at step 1; a
+    resumed run writes it once its checkpoint has loaded (``save_run_config``).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise C.ConfigError([
-            f"{run_dir} already holds checkpoints: pass --resume to continue that run, or "
-            "choose a new --out folder"
-        ])  # fmt: skip
-    from llm.data.tiny import build_tiny, write_tiny_task
-
+    checkpoint = None
+    if resume:
+        check_resume_config(cfg, run_dir / "config.yaml")
+        checkpoint = find_resume_point(run_dir, start_over=start_over)
+    else:
+        rebuilt = [name for name, tiny in (("tiny_model", cfg.model), ("data/train.jsonl",
+                   cfg.train_data), ("data/eval.jsonl", cfg.eval_data)) if tiny == "tiny"]  # fmt: skip
+        check_fresh(run_dir, overwrite=overwrite, rebuilt=tuple(rebuilt))
     model = Path(cfg.model)
     if cfg.model == "tiny":
-        model = run_dir / "tiny_model"
-        if not (model / "config.json").exists():
-            build_tiny(model, seed=cfg.seed)
+        model = ensure_tiny_model(run_dir / "tiny_model", seed=cfg.seed)
     train = Path(cfg.train_data)
     if cfg.train_data == "tiny":
         train = run_dir / "data" / "train.jsonl"
@@ -67,7 +81,8 @@ def prepare_run(cfg: C.TrainConfig, run_dir: Path, *, resume: bool) -> RunPaths:
         evald = run_dir / "data" / "eval.jsonl"
         if not evald.exists():
             write_tiny_task(evald, TINY_EVAL_SIZE, cfg.seed + 1, kind=cfg.tiny_task)
-    C.save_yaml(cfg, run_dir / "config.yaml")
+    if checkpoint is None:
+        save_run_config(cfg, run_dir)
     return RunPaths(
         run_dir=run_dir,
         model=model,
@@ -75,7 +90,34 @@ def prepare_run(cfg: C.TrainConfig, run_dir: Path, *, resume: bool) -> RunPaths:
         train_data=train,
         eval_data=evald,
         ref_model=(Path(cfg.ref_model) if cfg.ref_model else model) if cfg.beta > 0 else None,
+        checkpoint=checkpoint,
     )
+
+
+def save_run_config(cfg: C.TrainConfig, run_dir: Path) -> None:
+    """Write the resolved config as the run folder's config.yaml (atomically)."""
+    C.save_yaml(cfg, run_dir / "config.yaml")
+
+
+#: Files whose presence marks a finished tiny model folder (the tokenizer is written last).
+TINY_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+def ensure_tiny_model(path: Path, *, seed: int) -> Path:
+    """The tiny model folder at ``path``, built when missing or half-built (a build that was
+    interrupted, e.g. before its tokenizer was written). A build goes to a temporary folder
+    renamed into place, so ``path`` is only ever absent or complete."""
+    import shutil
+
+    if all((path / name).is_file() for name in TINY_MODEL_FILES):
+        return path
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_tiny(tmp, seed=seed)
+    if path.exists():  # half-built by an earlier run: our own artefact, rebuilt
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
 
 
 def _instruction(cfg: C.TrainConfig) -> str | None:
@@ -94,15 +136,14 @@ def load_data(cfg: C.TrainConfig, paths: RunPaths):
     kwargs = dict(schema=cfg.data_schema, on_error=cfg.on_bad_rows, instruction=_instruction(cfg))
     loaded = load_examples(paths.train_data, **kwargs)
     train, skipped = loaded.examples, loaded.skipped
-    if cfg.max_prompt_tokens:
-        checked = check_prompt_lengths(
-            train,
-            tokenizer,
-            cfg.max_prompt_tokens,
-            on_error=cfg.on_bad_rows,
-            chat_template=cfg.chat_template,
-        )
-        train, skipped = checked.examples, skipped + checked.skipped
+    checked = check_prompt_lengths(  # every prompt through the tokenizer, now rather than at step n
+        train,
+        tokenizer,
+        cfg.max_prompt_tokens or None,
+        on_error=cfg.on_bad_rows,
+        chat_template=cfg.chat_template,
+    )
+    train, skipped = checked.examples, skipped + checked.skipped
     if len(train) < cfg.prompts_per_step:
         raise C.ConfigError([
             f"train_data {paths.train_data} has {len(train)} usable examples, fewer than "
@@ -112,13 +153,18 @@ def load_data(cfg: C.TrainConfig, paths: RunPaths):
     if paths.eval_data is not None:
         evals = load_examples(paths.eval_data, **kwargs).examples
         evals = evals[: cfg.eval_limit] if cfg.eval_limit else evals
+        evals = check_prompt_lengths(
+            evals, tokenizer, None, on_error=cfg.on_bad_rows, chat_template=cfg.chat_template
+        ).examples
     return tokenizer, Data(train=train, eval=evals, skipped=skipped)
 
 
-def _device(cfg: C.TrainConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+def one_epoch_steps(cfg: C.TrainConfig, num_examples: int) -> C.TrainConfig:
+    """``cfg`` with ``total_steps=0`` replaced by one epoch, ``num_examples // prompts_per_step``
+    rollouts (a last partial batch is dropped, so every prompt is used at most once)."""
+    if cfg.total_steps:
+        return cfg
+    return dataclasses.replace(cfg, total_steps=num_examples // cfg.prompts_per_step)
 
 
 def _dtype(cfg: C.TrainConfig, device: torch.device) -> torch.dtype:
@@ -130,10 +176,10 @@ def _dtype(cfg: C.TrainConfig, device: torch.device) -> torch.dtype:
 def load_model(cfg: C.TrainConfig, paths: RunPaths, *, device: torch.device | None = None):
     """(policy, frozen reference or None, device); the reference exists only when beta > 0.
 
-    ``device`` overrides ``cfg.device`` (data parallel: this rank's device)."""
+    ``device`` overrides ``cfg.device`` (the trainer passes its communicator's device)."""
     from transformers import AutoModelForCausalLM
 
-    device = device or _device(cfg)
+    device = device or device_for(cfg)
     dtype = _dtype(cfg, device)
     model = AutoModelForCausalLM.from_pretrained(paths.model, dtype=dtype).to(device)
     if cfg.gradient_checkpointing:
@@ -160,35 +206,3 @@ def make_optimizer(cfg: C.TrainConfig, model):
         opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
     )
     return opt, sched
-
-
-class DataStream:
-    """The prompt stream: epoch e visits the examples in a permutation seeded by (seed, e).
-
-    ``position`` (prompts drawn so far) is the only state, saved in checkpoints.
-    """
-
-    def __init__(self, examples: list, tokenizer, cfg: C.TrainConfig, *, position: int = 0):
-        self.examples, self.tokenizer, self.cfg = examples, tokenizer, cfg
-        self.position = position
-        self._epoch, self._order = -1, np.arange(0)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def _index(self, pos: int) -> int:
-        epoch, offset = divmod(pos, len(self.examples))
-        if epoch != self._epoch:
-            rng = np.random.default_rng([self.cfg.seed, epoch])
-            self._epoch, self._order = epoch, rng.permutation(len(self.examples))
-        return int(self._order[offset])
-
-    def next(self, k: int) -> list[tuple[str, str]]:
-        """The next ``k`` (rendered prompt, answer) pairs."""
-        out = []
-        for _ in range(k):
-            ex = self.examples[self._index(self.position)]
-            self.position += 1
-            out.append((render_prompt(ex, self.tokenizer, chat_template=self.cfg.chat_template),
-                        str(ex.answer)))  # fmt: skip
-        return out

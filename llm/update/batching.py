@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llm.parallel.comm import Comm, as_comm
 from llm.rollout.experience import Experience
 from llm.update.logprobs import token_logprobs
 
@@ -85,14 +86,20 @@ def microbatches(
 
 
 def lockstep_microbatches(
-    exp: Experience, rows: torch.Tensor, *, max_rows: int, max_tokens: int = 0, comm=None
+    exp: Experience,
+    rows: torch.Tensor,
+    *,
+    max_rows: int,
+    max_tokens: int = 0,
+    comm: Comm | None = None,
 ) -> list[torch.Tensor]:
-    """``microbatches``; under data parallel (``comm``) with a token budget, cut into the
-    largest count any rank needs, so that all ranks run the same number of forward passes."""
+    """``microbatches``; with a token budget, cut into the largest count any rank of ``comm``
+    needs (None: a world of one, whose own count it is), so that all ranks run the same number
+    of forward passes."""
     parts = _split(exp, rows, max_rows=max_rows, max_tokens=max_tokens)
-    if comm is None or max_tokens <= 0:
+    if max_tokens <= 0:
         return parts  # row-count splits of equal per-rank shares already agree across ranks
-    return _subdivide(exp, parts, max(int(c) for c in comm.gather([len(parts)])))
+    return _subdivide(exp, parts, max(int(c) for c in as_comm(comm).gather([len(parts)])))
 
 
 def _subdivide(exp: Experience, parts: list[torch.Tensor], count: int) -> list[torch.Tensor]:
@@ -165,13 +172,13 @@ def sequence_logprobs(
     chunk_size: int,
     with_entropy: bool,
     microbatch_tokens: int = 0,
-    comm=None,
+    comm: Comm | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs ``[N, T]`` of every completion token under ``model`` (float32, 0 on padding),
     and per-token entropies ``[N, T]`` when asked; computed ``microbatch`` rows at a time, or
     (``microbatch_tokens > 0``) in length-sorted micro-batches of at most that many padded
-    tokens (``microbatches``); either way each row lands at its own index. ``comm`` (data
-    parallel): every rank runs the same number of micro-batches (``lockstep_microbatches``)."""
+    tokens (``microbatches``); either way each row lands at its own index. ``comm`` (1 or W
+    ranks): every rank runs the same number of micro-batches (``lockstep_microbatches``)."""
     n, t_max = len(exp), int(exp.lengths.max())
     device = next(model.parameters()).device
     logp = torch.zeros((n, t_max), dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""The per-chunk ``lm_head`` math of ``llm.update.logprobs``: logits → log-prob of the target, entropy.
+"""The per-chunk ``lm_head`` math of ``llm.update.logprobs``: logits → target log-prob, entropy.
 
 For one chunk of ``M`` scored positions with final hidden states ``h`` ``[M, H]`` and targets
 ``y`` ``[M]``, with ``z = lm_head(h) / τ`` in float32 (float64 for a float64 model):
@@ -9,8 +9,8 @@ For one chunk of ``M`` scored positions with final hidden states ``h`` ``[M, H]`
 
 ``_LinearLogProbs`` is the fused autograd kernel for a plain ``nn.Linear`` head (one reused
 ``[chunk, V]`` buffer, backward recomputes the logits); ``_chunk_stats`` / ``_chunk_logp`` are the
-same formulas for any other head, which ``llm.update.logprobs.chunked_head_logprobs`` wraps in activation
-checkpointing. ``naive_token_logprobs`` (full logits, ``log_softmax``, ``gather``) is the reference
+same formulas for any other head, which ``llm.update.logprobs.chunked_head_logprobs`` wraps in
+activation checkpointing. ``naive_token_logprobs`` (full logits, ``log_softmax``, ``gather``) is the reference
 both are tested against (``tests/test_logprobs.py``).
 """
 

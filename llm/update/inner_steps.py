@@ -3,8 +3,8 @@
 Each epoch visits the rollout's N rows in a fresh seeded order, ``minibatch_size`` rows per
 optimiser step, so ``K = epochs · N / minibatch_size``. A mini-batch is processed
 ``microbatch_size`` rows at a time with gradient accumulation — or, with ``microbatch_tokens``,
-in length-sorted micro-batches under a padded-token budget (``llm.update.batching.microbatches``), so
-short rows are not padded to the longest one; ``policy_loss`` receives the mini-batch's GLOBAL
+in length-sorted micro-batches under a padded-token budget
+(``llm.update.batching.microbatches``), so short rows are not padded to the longest one; ``policy_loss`` receives the mini-batch's GLOBAL
 normalisers (its sequence count, its response-token count, the length budget), so the accumulated
 gradient equals the gradient of the whole mini-batch's loss however the rows are split. The logged
 metrics are computed once per mini-batch from its detached log-probs, for the same reason.
@@ -21,7 +21,10 @@ step (one epoch, one mini-batch of all N rows) or by the no-IS pass, that step's
 float rounding of a differently batched forward (the ratio is exactly 1 instead of 1 ± ulp).
 
 Numerics: a step whose loss or gradient is not finite never reaches the weights: the gradient
-is dropped, the optimiser is not stepped, and the step is counted as skipped.
+is dropped, the optimiser is not stepped, and the step is counted as skipped. A step whose
+result is not finite (a finite gradient times a huge rate) is undone: parameters and optimiser
+state are put back as they were (``guard_parameters``) and it is counted as skipped too; the
+trainer stops the run after ``max_consecutive_skips`` skipped steps in a row.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llm.parallel.comm import Comm, as_comm
 from llm.rollout.experience import Experience
 from llm.update.batching import collate, forward_logprobs, lockstep_microbatches, padded_widths
 from ticgrpo import policy_loss
@@ -43,6 +47,7 @@ class UpdateResult:
     metrics: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     skipped: int = 0
+    trailing_skips: int = 0  # skipped steps since the last applied one (all of them if none)
     entropy: torch.Tensor | None = None  # [N, T] at θ_old, when the old log-probs were reused
 
 
@@ -116,7 +121,7 @@ def _minibatch_loss(
     inject_nan: bool,
     at_old: bool,
     acc: MetricMean,
-    comm=None,
+    comm: Comm | None = None,
     entropy: torch.Tensor | None = None,
 ) -> float:
     """Accumulate ``∇ loss`` of the rows (micro-batch by micro-batch); return the loss value.
@@ -124,15 +129,16 @@ def _minibatch_loss(
     ``at_old``: use the current log-probs, detached, as ``old_logp`` (ratio ≡ 1: the no-IS pass
     and the on-policy single step). ``entropy`` ([N, T], optional) receives the rows' per-token
     entropies from the same forward (0 on padding).
-    ``comm`` (data parallel, ``llm.parallel.comm.Comm``): ``rows`` are this rank's share of the
-    mini-batch; the normalisers become the sums over ranks and the returned value is this rank's
-    part of the global loss (the parts sum to it).
+    ``comm`` (``llm.parallel.comm.Comm``; None: a world of one): ``rows`` are this rank's share
+    of the mini-batch; the normalisers are the sums over ranks and the returned value is this
+    rank's part of the global loss (the parts sum to it).
     """
+    comm = as_comm(comm)
     device = next(model.parameters()).device
     weights = exp.loss_weights  # [N] 0 for rows excluded from the loss (mask_truncated)
     num_seqs, num_tokens = len(rows), int((exp.lengths[rows] * (weights[rows] > 0)).sum())
-    if comm is not None:  # e.g. DAPO's token_mean divides by the token count of ALL ranks
-        num_seqs, num_tokens = (int(v) for v in comm.sum([num_seqs, num_tokens]))
+    # e.g. DAPO's token_mean divides by the token count of ALL ranks
+    num_seqs, num_tokens = (int(v) for v in comm.sum([num_seqs, num_tokens]))
     options = loss_options(cfg, num_seqs=num_seqs, num_tokens=num_tokens)
     # detached log-probs of all the rows, in the order of ``rows``, for the metrics
     seen = torch.zeros((len(rows), int(exp.lengths[rows].max())), dtype=torch.float32)
@@ -194,13 +200,13 @@ def _minibatch_metrics(
 
 
 def _guarded_step(
-    model, optimizer, scheduler, cfg, loss: float, comm=None
+    model, optimizer, scheduler, cfg, loss: float, comm: Comm | None = None, probe=None
 ) -> tuple[bool, float, float]:
     """Clip and apply the accumulated gradient unless the loss or the gradient is non-finite.
 
-    Returns (applied, pre-clip global gradient norm, loss). With ``comm`` the loss is summed
-    over ranks and the flag "this rank saw a non-finite value" too, so every rank takes the
-    same decision (the norm of FSDP's sharded gradients is already global).
+    Returns (applied, pre-clip global gradient norm, loss). The loss is summed over the ranks of
+    ``comm`` (None: a world of one) and the flag "this rank saw a non-finite value" too, so every
+    rank takes the same decision (the norm of FSDP's sharded gradients is already global).
     """
     params = [p for p in model.parameters() if p.grad is not None]
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
@@ -209,14 +215,60 @@ def _guarded_step(
         norm_t = norm_t.full_tensor()
     norm = float(norm_t)
     applied = math.isfinite(loss) and math.isfinite(norm)
-    if comm is not None:
-        loss, bad = comm.sum([loss, float(not applied)])
-        applied = bad == 0 and math.isfinite(loss)
+    loss, bad = as_comm(comm).sum([loss, float(not applied)])
+    applied = bad == 0 and math.isfinite(loss)
     if applied:
-        optimizer.step()
+        applied = _checked_step(model, optimizer, cfg, comm, probe)
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     return applied, norm, loss
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a parameter (a DTensor's local shard under FSDP2), sharing storage."""
+    return p.to_local() if hasattr(p, "to_local") else p
+
+
+@torch.no_grad()
+def _checked_step(model, optimizer, cfg, comm=None, probe=None) -> bool:
+    """``optimizer.step()``, undone when its result is not finite (e.g. a huge lr).
+
+    With ``cfg.guard_parameters`` the parameters and the optimiser state are copied before
+    the step and put back when, on any rank, a parameter is not finite or the stepped model's
+    last-position logits on ``probe`` (a one-row ``Batch``) are not (finite weights so large
+    that the forward overflows would crash the next rollout's sampling). Returns whether the
+    step stands. Costs one copy of the parameters and optimiser state in memory and a one-row
+    forward pass.
+    """
+    if not cfg.guard_parameters:
+        optimizer.step()
+        return True
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [
+        (_local(p).clone(), {k: v.clone() if torch.is_tensor(v) else v
+                             for k, v in optimizer.state.get(p, {}).items()})
+        for p in params
+    ]  # fmt: skip
+    optimizer.step()
+    finite = torch.stack([torch.isfinite(_local(p)).all() for p in params]).all()
+    if probe is not None:
+        logits = model(
+            input_ids=probe.input_ids,
+            attention_mask=probe.attention_mask,
+            logits_to_keep=1,
+            use_cache=False,
+        ).logits  # [1, 1, V]
+        finite &= torch.isfinite(logits).all()  # fmt: skip
+    bad = as_comm(comm).sum([float(not bool(finite))])[0]
+    if bad == 0:
+        return True
+    for p, (value, state) in zip(params, saved):
+        _local(p).copy_(value)
+        if state:
+            optimizer.state[p] = state
+        else:
+            optimizer.state.pop(p, None)
+    return False
 
 
 def inner_steps(
@@ -229,14 +281,16 @@ def inner_steps(
     step: int,
     pad_id: int,
     inject_nan: bool = False,
-    comm=None,
+    comm: Comm | None = None,
 ) -> UpdateResult:
     """Run the K inner steps of rollout ``step`` (see module docstring).
 
-    Data parallel (``comm`` given, ``exp`` this rank's whole groups): each optimiser step takes
-    ``minibatch_size / world`` rows of every rank, drawn from a per-rank shuffle seeded by
-    ``(seed, step, rank)``; the global mini-batch is the union, its normalisers global.
+    ``comm`` (``llm.parallel.comm.Comm``; None: a world of one; ``exp`` this rank's whole
+    groups): each optimiser step takes ``minibatch_size / W`` rows of every rank, drawn from a
+    per-rank shuffle seeded by ``(seed, step, rank)``; the global mini-batch is the union, its
+    normalisers global.
     """
+    comm = as_comm(comm)
     reuse = exp.old_logp is None  # the trainer skipped the separate pass: θ = θ_old here
     if reuse and not reuses_onpolicy_logp(cfg):
         raise ValueError(
@@ -245,9 +299,7 @@ def inner_steps(
             "llm.update.batching.sequence_logprobs"
         )
     n = len(exp)
-    mini = cfg.minibatch_size or n * (comm.world_size if comm else 1)
-    if comm is not None:
-        mini //= comm.world_size
+    mini = (cfg.minibatch_size or n * comm.world_size) // comm.world_size  # this rank's rows
     num_steps = cfg.epochs_per_rollout * (n // mini)
     acc, result = MetricMean(), UpdateResult()
     lr = float(optimizer.param_groups[0]["lr"])  # the rate of these steps (before the schedule)
@@ -255,6 +307,8 @@ def inner_steps(
         result.entropy = torch.zeros((n, int(exp.lengths.max())), dtype=torch.float32)
     model.train()
     optimizer.zero_grad(set_to_none=True)
+    device = next(model.parameters()).device
+    probe = collate(exp, torch.arange(1), pad_id, device) if cfg.guard_parameters else None
     if cfg.no_is:
         loss = _minibatch_loss(
             model, exp, torch.arange(n), cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=True,
@@ -264,11 +318,13 @@ def inner_steps(
         for _ in range(num_steps):
             for p, g in grads:
                 p.grad = g.clone()
-            applied, norm, total = _guarded_step(model, optimizer, scheduler, cfg, loss, comm)
+            applied, norm, total = _guarded_step(
+                model, optimizer, scheduler, cfg, loss, comm, probe
+            )
             _count(result, acc, applied, norm, total)
         return _finish(result, acc, lr)
     seed = cfg.seed * 1_000_003 + step
-    gen = torch.Generator().manual_seed(seed if comm is None else comm.seed(seed))
+    gen = torch.Generator().manual_seed(comm.seed(seed))
     for _epoch in range(cfg.epochs_per_rollout):
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, mini):
@@ -277,7 +333,9 @@ def inner_steps(
                 model, exp, rows, cfg, pad_id=pad_id, inject_nan=inject_nan, at_old=reuse,
                 acc=acc, comm=comm, entropy=result.entropy,
             )  # fmt: skip
-            applied, norm, total = _guarded_step(model, optimizer, scheduler, cfg, loss, comm)
+            applied, norm, total = _guarded_step(
+                model, optimizer, scheduler, cfg, loss, comm, probe
+            )
             _count(result, acc, applied, norm, total)
     return _finish(result, acc, lr)
 
@@ -285,6 +343,7 @@ def inner_steps(
 def _count(result: UpdateResult, acc: MetricMean, applied: bool, norm: float, loss: float) -> None:
     result.steps += 1
     result.skipped += not applied
+    result.trailing_skips = 0 if applied else result.trailing_skips + 1
     acc.add({"grad_norm": norm, "loss": loss})
 
 

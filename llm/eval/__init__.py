@@ -1,0 +1,1 @@
+"""How is a model scored on a benchmark, or on several?"""
