@@ -1,6 +1,6 @@
 """``ticgrpo reproduce``: run the theory lab and write figures, data, REPORT.md and summary.json.
 
-Quick by default (44 s of CPU time measured, user + sys, one torch thread; docs/THEORY_LAB.md);
+Quick by default (52 s of CPU time measured, user + sys, one torch thread; docs/THEORY_LAB.md);
 ``--full`` for publication sizes (more seeds, step sizes, T values and K).
 Every experiment writes ``OUT/<experiment>/data.json`` (+ CSV where tabular) and its figure as PNG
 and PDF; ``paper_figs.fig_*`` redraw any figure from that data alone.
