@@ -118,9 +118,7 @@ def _train(run: Run, stops: StopSignals) -> dict:
                                      trainer_state=run.trainer_state(), keep=cfg.keep_checkpoints,
                                      layout=run.layout)  # fmt: skip
             if signum:
-                raise Stopped(f"stopped by {signal.Signals(signum).name} after step {step} "
-                              f"(checkpoint saved); continue with: ticgrpo train --out "
-                              f"{run.run_dir} --resume", signum)  # fmt: skip
+                _stop(run, signum, step)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(reward=_fmt(last.get("reward/mean")), skipped=run.skipped_steps)
@@ -129,6 +127,20 @@ def _train(run: Run, stops: StopSignals) -> dict:
             bar.close()
         logger.close()
     return last
+
+
+def _stop(run: Run, signum: int, step: int) -> None:
+    """Raise ``Stopped`` on every rank once each has said so: under torchrun the launcher ends
+    the other ranks as soon as one exits, so each rank prints its line (flushed) and waits for
+    the others before any of them leaves. One write per line keeps the ranks' lines apart."""
+    stopped = Stopped(f"stopped by {signal.Signals(signum).name} after step {step} "
+                      f"(checkpoint saved); continue with: ticgrpo train --out {run.run_dir} "
+                      "--resume", signum)  # fmt: skip
+    sys.stderr.write(f"ticgrpo train: {stopped}\n")  # one write: ranks share the pipe
+    sys.stderr.flush()
+    stopped.announced = True
+    run.comm.barrier()
+    raise stopped
 
 
 def _stop_signal(stops: StopSignals, comm) -> int | None:
@@ -350,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         last = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
                      start_over=args.start_over)  # fmt: skip
     except Stopped as e:
-        print(f"ticgrpo train: {e}", file=sys.stderr)
+        if not e.announced:
+            print(f"ticgrpo train: {e}", file=sys.stderr)
         return e.code
     except TrainingAborted as e:
         print(f"ticgrpo train: {e}", file=sys.stderr)
