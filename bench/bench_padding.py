@@ -37,6 +37,19 @@ import torch
 from bench._common import peak_memory, print_table, timed, write_json
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The device, dtype and shape options ``build_model`` reads (the 8.7 M bench model by
+    default)."""
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--attn", default="sdpa", help="sdpa | eager | flash_attention_2")
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--kv-heads", type=int, default=1)
+    p.add_argument("--vocab", type=int, default=200)
+
+
 def build_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
     """A Qwen2 with random weights and the requested shape (nothing downloaded)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -190,14 +203,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--attn", default="sdpa", help="sdpa | eager | flash_attention_2")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv-heads", type=int, default=1)
-    p.add_argument("--vocab", type=int, default=200)
+    add_model_arguments(p)
     p.add_argument("--rows", type=int, default=32, help="sequences in the rollout")
     p.add_argument("--prompt-len", type=int, default=30)
     p.add_argument("--max-completion", type=int, default=64)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from bench._common import print_table, timed, write_json
-from bench.bench_padding import build_model
+from bench.bench_padding import add_model_arguments, build_model
 
 
 def _batch(args: argparse.Namespace, device: torch.device):
@@ -96,14 +96,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--attn", default="sdpa", help="sdpa | eager | flash_attention_2")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv-heads", type=int, default=1)
-    p.add_argument("--vocab", type=int, default=200)
+    add_model_arguments(p)
     p.add_argument("--rows", type=int, default=8, help="sequences per step")
     p.add_argument("--prompt-len", type=int, default=30)
     p.add_argument("--completion", type=int, default=64)
