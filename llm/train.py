@@ -76,8 +76,13 @@ def train(
     """
     comm = start(cfg)
     try:
-        run = open_run(cfg, Path(run_dir), resume=resume, comm=comm, overwrite=overwrite,
-                       start_over=start_over)  # fmt: skip
+        try:
+            run = open_run(cfg, Path(run_dir), resume=resume, comm=comm, overwrite=overwrite,
+                           start_over=start_over)  # fmt: skip
+        except Exception as e:
+            if comm.world_size > 1 and getattr(e, "on_every_rank", False):
+                _say_on_every_rank(comm, f"ticgrpo train: {_one_line(e)}", e)
+            raise
         try:
             with StopSignals(announce=comm.is_main) as stops:
                 return _train(run, stops)
@@ -129,17 +134,22 @@ def _train(run: Run, stops: StopSignals) -> dict:
     return last
 
 
+def _say_on_every_rank(comm, line: str, error: BaseException) -> None:
+    """Print ``line`` on this rank and wait for the others to print theirs before any rank
+    leaves: under torchrun the launcher ends the other ranks as soon as one exits. One write per
+    line keeps the ranks' lines apart on the shared pipe. Marks ``error`` as announced."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    error.announced = True
+    comm.barrier()
+
+
 def _stop(run: Run, signum: int, step: int) -> None:
-    """Raise ``Stopped`` on every rank once each has said so: under torchrun the launcher ends
-    the other ranks as soon as one exits, so each rank prints its line (flushed) and waits for
-    the others before any of them leaves. One write per line keeps the ranks' lines apart."""
+    """Raise ``Stopped`` on every rank once each has said so (``_say_on_every_rank``)."""
     stopped = Stopped(f"stopped by {signal.Signals(signum).name} after step {step} "
                       f"(checkpoint saved); continue with: ticgrpo train --out {run.run_dir} "
                       "--resume", signum)  # fmt: skip
-    sys.stderr.write(f"ticgrpo train: {stopped}\n")  # one write: ranks share the pipe
-    sys.stderr.flush()
-    stopped.announced = True
-    run.comm.barrier()
+    _say_on_every_rank(run.comm, f"ticgrpo train: {stopped}", stopped)
     raise stopped
 
 
@@ -362,14 +372,15 @@ def main(argv: list[str] | None = None) -> int:
         last = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
                      start_over=args.start_over)  # fmt: skip
     except Stopped as e:
-        if not e.announced:
+        if not getattr(e, "announced", False):
             print(f"ticgrpo train: {e}", file=sys.stderr)
         return e.code
     except TrainingAborted as e:
         print(f"ticgrpo train: {e}", file=sys.stderr)
         return 3
     except USER_ERRORS as e:
-        print(f"ticgrpo train: {_one_line(e)}", file=sys.stderr)
+        if not getattr(e, "announced", False):  # under torchrun each rank may have said it
+            print(f"ticgrpo train: {_one_line(e)}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per rank
         print(f"run folder: {run_dir}  final reward/mean={_fmt(last.get('reward/mean'))}")

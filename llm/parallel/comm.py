@@ -159,7 +159,8 @@ def on_main(comm: Comm, fn: Callable[[], object]) -> object:
 
     Rank 0 re-raises its own exception; the other ranks raise a ``ConfigError`` with the same
     problems, or rank 0's error class with its message (a ``RuntimeError`` naming it when the
-    class takes other arguments), so no rank is left waiting.
+    class takes other arguments), so no rank is left waiting. The error carries
+    ``on_every_rank = True``: all ranks raise it together.
     """
     outcome: tuple = ("ok", None)
     error: BaseException | None = None
@@ -171,18 +172,19 @@ def on_main(comm: Comm, fn: Callable[[], object]) -> object:
         except Exception as e:  # noqa: BLE001 - forwarded to the other ranks, then re-raised
             outcome, error = ("error", (type(e), str(e))), e
     kind, value = comm.broadcast(outcome)
-    if error is not None:
-        raise error
-    if kind == "config":
-        raise ConfigError(value)
-    if kind == "error":  # the same error class where it takes a message (RunFolderError, ...)
+    if kind == "ok":
+        return value
+    if error is None and kind == "config":
+        error = ConfigError(value)
+    elif error is None:  # the same error class where it takes a message (RunFolderError, ...)
         cls, message = value
         try:
             error = cls(message)
         except Exception:  # noqa: BLE001 - a class with another signature
             error = RuntimeError(f"rank 0 failed: {cls.__name__}: {message}")
-        raise error
-    return value
+    # every rank raises it at this point, so a caller may meet the others (e.g. at a barrier)
+    error.on_every_rank = True
+    raise error
 
 
 def local_prompts(next_prompts: Callable[[int], list], comm: Comm) -> Callable[[int], list]:

@@ -24,7 +24,9 @@ class Stopped(Exception):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.code = 128 + signum
-        self.announced = False  # set once the message has been printed (llm.train._stop)
+        self.announced = (
+            False  # set once the message has been printed (llm.train._say_on_every_rank)
+        )
 
 
 class StopSignals:
