@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="local model folder (from_pretrained)")
     p.add_argument("--data", help="one problem file: .jsonl, .json or .parquet")
-    p.add_argument("--suite", help="benchmark suite: 'paper' (AIME24/25 Avg@32, MATH500 greedy) "
-                   "or a YAML file")  # fmt: skip
+    p.add_argument("--suite", help="benchmark suite: 'paper' (AIME24/25 Avg@32, MATH500 and "
+                   "LiveCodeBench greedy) or a YAML file")  # fmt: skip
     p.add_argument("--bench-data", action="append", default=[], metavar="NAME=PATH",
                    help="suite: the local file of benchmark NAME (repeatable)")  # fmt: skip
     p.add_argument("--only", help="suite: comma-separated benchmark names to run")

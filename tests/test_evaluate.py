@@ -411,3 +411,24 @@ def test_a_new_benchmark_kind_is_one_registered_function(tiny, tmp_path):
     assert row["avg@1"] == 0.75 and row["pass@1"] == 0.75
     assert row["avg@1_se"] == pytest.approx(math.sqrt(0.25 / 4))  # sample var 1/4, 4 problems
     assert row["paper"] == 21.00 and row["mean_length"] == 7.0
+
+
+def test_paper_suite_has_v5_four_benchmarks_with_their_decoding(tmp_path):
+    """v5's evaluation (SPEC §5): AIME24/25 Avg@32 at temperature 1, top-p 1; MATH500 and
+    LiveCodeBench greedy Avg@1 (LiveCodeBench through the code schema and the sandboxed reward)."""
+    from llm.eval.suite import load_suite
+
+    files = {}
+    for name in ("aime24", "aime25", "math500"):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text('{"problem": "1+1", "answer": "2"}\n')
+    files["livecodebench"] = tmp_path / "lcb.jsonl"
+    files["livecodebench"].write_text("{}\n")  # rows are read when the suite runs
+    data = {k: str(v) for k, v in files.items()}
+    got = {b.name: (b.k, b.greedy, b.temperature, b.top_p, b.reward, b.paper)
+           for b in load_suite("paper", data=data)}  # fmt: skip
+    assert got["aime24"][:4] == got["aime25"][:4] == (32, False, 1.0, 1.0)
+    assert got["math500"][:2] == got["livecodebench"][:2] == (1, True)
+    assert got["livecodebench"][4:] == ("code", "livecodebench")
+    kept = load_suite("paper", data=data, only=["aime24", "math500"])
+    assert [b.name for b in kept] == ["aime24", "math500"]

@@ -134,6 +134,9 @@ PAPER_SUITE: dict = {
          "top_p": 1.0, "reward": "answer_tag", "prompt_format": "dapo", "paper": "aime25"},
         {"name": "math500", "data": "data/math500.jsonl", "k": 1, "greedy": True,
          "reward": "math", "prompt_format": "boxed", "paper": "math500"},
+        # code: the sandboxed reward (llm/sandbox, needs bubblewrap); --only leaves it out
+        {"name": "livecodebench", "data": "data/livecodebench.jsonl", "k": 1, "greedy": True,
+         "schema": "code", "reward": "code", "prompt_format": "as_is", "paper": "livecodebench"},
     ],
 }  # fmt: skip
 SUITES = {"paper": PAPER_SUITE}
