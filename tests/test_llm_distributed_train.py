@@ -364,12 +364,11 @@ def test_sigterm_to_one_rank_stops_every_rank_after_the_step_with_a_checkpoint(
     """The ranks agree on a stop after each step (one all-reduce): SIGTERM to rank 1 alone
     makes both finish the step, rank 0 save it, and both exit 143."""
     import signal
-    import subprocess
     import time
 
     from llm.runstate.checkpoint import latest_checkpoint
     from tests.test_llm_train import shared_tiny_model
-    from tests.torchrun_util import descendants, free_port, kill_tree
+    from tests.torchrun_util import descendants, kill_tree, start_torchrun
 
     run = tmp_path / "run"
     sets = dict(model=shared_tiny_model(), distributed="true", total_steps=200, save_every=0,
@@ -378,13 +377,7 @@ def test_sigterm_to_one_rank_stops_every_rank_after_the_step_with_a_checkpoint(
     args = ["-m", "ticgrpo.cli", "train", "--preset", "tiny", "--out", str(run)]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-           "--master-addr=127.0.0.1", f"--master-port={free_port()}", *args]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    proc = start_torchrun(args, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
         metrics = run / "metrics.jsonl"

@@ -36,7 +36,8 @@ QWEN_TOKENIZER_DIR = Path(list(_QWEN_SPEC.submodule_search_locations)[0]) / "tok
 from llm.config import build as C  # noqa: E402
 from llm.config.presets import get_preset  # noqa: E402
 from llm.data.loaders import load_examples, prompt_token_count, render_prompt  # noqa: E402
-from llm.data.paper_data import dapo_prompt, dapo_row, write_jsonl  # noqa: E402
+from llm.data.paper_data import dapo_prompt, dapo_row  # noqa: E402
+from llm.data.readers import write_jsonl  # noqa: E402
 
 QWEN3_TOKENIZER_VOCAB = 151_669  # tokens the tokenizer knows (151,643 BPE + 26 special)
 QWEN3_EMBEDDING_ROWS = 151_936  # Qwen3-1.7B's vocab_size (embedding padded past the tokenizer)

@@ -20,15 +20,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str], *, cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    """2 local ranks on a free port; the whole process group is killed on timeout."""
+def start_torchrun(args: list[str], *, cwd: Path) -> subprocess.Popen:
+    """torchrun with 2 local ranks on a free port, CPU only, in its own session (stdout and
+    stderr together in ``proc.stdout``); the caller waits, and kills with ``kill_tree``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
            "--master-addr=127.0.0.1", f"--master-port={free_port()}", *args]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+
+
+def torchrun(args: list[str], *, cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
+    """2 local ranks on a free port; the whole process group is killed on timeout."""
+    proc = start_torchrun(args, cwd=cwd)
     try:
         out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -39,7 +45,7 @@ def torchrun(args: list[str], *, cwd: Path, timeout_s: float) -> subprocess.Comp
             out = "(no output: the pipe stayed open after the kill)"
         pytest.fail(f"torchrun did not finish in {timeout_s}s (a hang, e.g. collectives out of "
                     f"lockstep):\n{out[-4000:]}")  # fmt: skip
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
 
 
 def descendants(pid: int) -> list[int]:

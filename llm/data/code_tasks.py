@@ -13,11 +13,11 @@ reward's real path. A completion that is not a Python expression is a runtime er
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 
+from llm.data.readers import write_jsonl
 from llm.data.tasks import make_problem
 
 PREFIX, SUFFIX = "print(", ")\n"
@@ -41,12 +41,5 @@ def write_tiny_code_task(path: str | os.PathLike, n: int, seed: int, *, kind: st
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for _ in range(n):
-            f.write(json.dumps(code_task_row(*make_problem(rng, kind))) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_jsonl((code_task_row(*make_problem(rng, kind)) for _ in range(n)), path)

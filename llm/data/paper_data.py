@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from llm.data.loaders import load_examples
-from llm.data.readers import DataError, read_records
+from llm.data.readers import DataError, read_records, write_jsonl
 
 #: DAPO-Math-17K's prompt: the problem between this prefix and suffix (one user message).
 DAPO_PREFIX = (
@@ -110,18 +110,6 @@ def dedup(rows: list[dict]) -> list[dict]:
         if key not in seen:
             seen.add(key)
             out.append(row)
-    return out
-
-
-def write_jsonl(rows: list[dict], out: str | os.PathLike) -> Path:
-    """Write ``rows`` as JSON lines, atomically."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Row readers for local .parquet, .jsonl and .json files (private helper of `llm.data.loaders`).
+"""Row readers for local .parquet, .jsonl and .json files (private helper of `llm.data.loaders`),
+and `write_jsonl`, the one writer of the jsonl files the project makes (tiny tasks, paper data).
 
 Each yields one `Record` per row, 0-based; a row that cannot be read (invalid JSON line, bad
 UTF-8, a damaged parquet row group) comes back with `error` set instead of raising, so the caller
@@ -8,7 +9,8 @@ can either stop with a message naming it or count it as skipped.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +109,16 @@ def _json_records(path: Path) -> Iterator[Record]:
         raise DataError(f"{path}: a .json file must hold a list of rows, got {type(data).__name__}")
     for row, value in enumerate(data):
         yield Record(row, f"row {row}", value)
+
+
+def write_jsonl(rows: Iterable[dict], out: str | os.PathLike) -> Path:
+    """Write ``rows`` as JSON lines, atomically (a temporary file, then a rename); the parent
+    folder is created. Returns the path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+    return out

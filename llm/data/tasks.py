@@ -17,12 +17,12 @@ generated locally from a seed; nothing is downloaded.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
 from pathlib import Path
 
+from llm.data.readers import write_jsonl
 from llm.rewards.registry import register_reward
 
 #: Words of the tasks' problems (the tiny tokenizer's vocabulary is learnt from them).
@@ -61,16 +61,9 @@ def write_tiny_task(path: str | os.PathLike, n: int, seed: int, *, kind: str = "
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     rows = [make_problem(rng, kind) for _ in range(n)]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for problem, answer in rows:
-            f.write(json.dumps({"problem": problem, "answer": answer}) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_jsonl(({"problem": problem, "answer": answer} for problem, answer in rows), path)
 
 
 _INTEGER = re.compile(r"\d+")
