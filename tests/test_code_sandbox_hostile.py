@@ -411,18 +411,31 @@ print(json.dumps([[r.status, r.stdout.decode(), r.stderr.decode()[-200:]] for r 
     os.geteuid() != 0 or not os.path.exists("/usr/bin/python3") or shutil.which("bwrap") is None,
     reason="needs root (to become nobody), /usr/bin/python3 and bubblewrap",
 )
-def test_non_root_caller(tmp_path):
+def test_non_root_caller():
     """A parent that is not root: bwrap makes a user namespace, RLIMIT_NPROC is counted inside
     it (not against the user's other processes), and the same isolation holds."""
     import json
+    import tempfile
 
-    listener = Listener()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3"]
-    cmd += ["-c", NON_ROOT_SCRIPT, root, str(listener.port)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # fmt: skip
-    listener.stop = True
+    # nobody must be able to read the package: the checkout (or pytest's tmp_path) may sit under
+    # a folder only root can enter, so a world-readable copy of llm/ goes in a folder of its own
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = tempfile.mkdtemp(prefix="ticgrpo-nonroot-")
+    try:
+        shutil.copytree(os.path.join(src, "llm"), os.path.join(root, "llm"),
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        for folder, _, files in os.walk(root):
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644)
+        listener = Listener()
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3"]
+        cmd += ["-c", NON_ROOT_SCRIPT, root, str(listener.port)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=root,
+                              env={"PATH": "/usr/bin:/bin", "HOME": root})  # fmt: skip
+        listener.stop = True
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-2000:]
     who, bomb, net, loop = json.loads(done.stdout.splitlines()[-1])
     assert who[0] == "ok" and who[1].startswith("65534 ['bin', 'dev', 'lib'"), who
